@@ -1,0 +1,2 @@
+"""Serving deployment: archive building, TorchServe configuration, the local launcher and the
+container recipe."""

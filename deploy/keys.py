@@ -1,0 +1,66 @@
+"""Where the project's clients find TorchServe's API keys.
+
+With token authorisation on (the default here), TorchServe writes `key_file.json` (mode 0600)
+into its working directory at start-up, holding an inference key, a management key and the
+token API key. The launcher runs TorchServe inside the run directory (`.run/` by default,
+`LENET_RUN_DIR` to move it), so every client of this project (CLI, tests, batch job, load tests,
+health checks) reads the keys from there, unless the environment provides them:
+
+- `LENET_INFERENCE_TOKEN`  / `LENET_MANAGEMENT_TOKEN`: the key itself (e.g. in a container);
+- `LENET_KEY_FILE`: another key file;
+- `LENET_TOKEN_AUTH=off`: the documented switch for a tokens-off local run (no header is sent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEY_FILE_NAME = "key_file.json"
+
+
+def run_dir() -> Path:
+    """The launcher's working directory: pid file, logs, key file."""
+    return Path(os.environ.get("LENET_RUN_DIR", REPO_ROOT / ".run")).resolve()
+
+
+def key_file() -> Path:
+    """The key file TorchServe wrote (or `LENET_KEY_FILE`)."""
+    return Path(os.environ.get("LENET_KEY_FILE", run_dir() / KEY_FILE_NAME))
+
+
+def token_auth_enabled() -> bool:
+    """False only when `LENET_TOKEN_AUTH=off` asks for a tokens-off run."""
+    return os.environ.get("LENET_TOKEN_AUTH", "on").strip().lower() not in {"off", "0", "false"}
+
+
+def _read_key(kind: str, path: Path | None) -> str | None:
+    path = Path(path) if path else key_file()
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RuntimeError(f"cannot read TorchServe key file {path}: {exc}") from exc
+    return data.get(kind, {}).get("key")
+
+
+def inference_token(path: Path | None = None) -> str | None:
+    """The inference key, or None when token auth is off or no key is known yet."""
+    if not token_auth_enabled():
+        return None
+    return os.environ.get("LENET_INFERENCE_TOKEN") or _read_key("inference", path)
+
+
+def management_token(path: Path | None = None) -> str | None:
+    """The management key, or None when token auth is off or no key is known yet."""
+    if not token_auth_enabled():
+        return None
+    return os.environ.get("LENET_MANAGEMENT_TOKEN") or _read_key("management", path)
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """`Authorization: Bearer <token>` when there is a token, else nothing."""
+    return {"Authorization": f"Bearer {token}"} if token else {}

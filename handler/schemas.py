@@ -1,0 +1,129 @@
+"""The HTTP response contract of `POST /predictions/lenet`, defined once.
+
+The handler validates every response against these models before returning it; the batch job,
+the load tests and the test suite parse answers with them. `python -m handler.schemas` writes the
+published JSON Schema (`handler/response.schema.json`).
+
+Shapes:
+- one image  -> `Prediction`:        {"digit": 7, "confidence": 0.998, "probabilities": [...10]}
+- several    -> `MultiPrediction`:   {"predictions": [Prediction | ImageError, ...]} in input order.
+  A bad image in a multi-image request does not fail its neighbours: its slot holds an
+  `ImageError` and the request still answers 200.
+- a request that yields no usable image -> `ErrorResponse` with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+NUM_CLASSES = 10
+SCHEMA_PATH = Path(__file__).with_name("response.schema.json")
+
+
+class Prediction(BaseModel):
+    """The answer for one image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    digit: Annotated[int, Field(ge=0, le=9, description="The predicted digit.")]
+    confidence: Annotated[
+        float, Field(ge=0.0, le=1.0, description="Probability of the predicted digit.")
+    ]
+    probabilities: Annotated[
+        list[Annotated[float, Field(ge=0.0, le=1.0)]],
+        Field(
+            min_length=NUM_CLASSES,
+            max_length=NUM_CLASSES,
+            description="Softmax probability of each digit 0-9; sums to 1.",
+        ),
+    ]
+
+    @classmethod
+    def from_probabilities(cls, probabilities) -> Prediction:
+        """Build the answer from one row of softmax probabilities (any float sequence).
+
+        The handler and the batch job both call this, so they answer identically.
+        """
+        probs = [float(p) for p in probabilities]
+        digit = max(range(len(probs)), key=probs.__getitem__)
+        return cls(digit=digit, confidence=probs[digit], probabilities=probs)
+
+    @field_validator("probabilities")
+    @classmethod
+    def _sums_to_one(cls, value: list[float]) -> list[float]:
+        total = math.fsum(value)
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"probabilities sum to {total:.6f}, not 1")
+        return value
+
+
+class ErrorBody(BaseModel):
+    """What went wrong, in the shape TorchServe itself uses for errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: Annotated[int, Field(ge=400, le=599, description="HTTP status code.")]
+    type: Annotated[str, Field(description="Error class, e.g. 'InvalidImage'.")]
+    message: Annotated[str, Field(description="What was wrong and with which image.")]
+
+
+class ErrorResponse(ErrorBody):
+    """Body of a 4xx answer for a request that yielded no usable image."""
+
+
+class ImageError(BaseModel):
+    """The slot of one bad image inside a multi-image answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorBody
+
+
+class MultiPrediction(BaseModel):
+    """The answer for a request carrying several images, in input order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predictions: list[Prediction | ImageError]
+
+
+Response = Prediction | MultiPrediction | ErrorResponse
+RESPONSE_ADAPTER: TypeAdapter[Response] = TypeAdapter(Response)
+
+
+def parse_response(payload: dict | str | bytes) -> Response:
+    """Parse and validate a response body (dict or JSON text) into its model."""
+    if isinstance(payload, (str, bytes)):
+        return RESPONSE_ADAPTER.validate_json(payload)
+    return RESPONSE_ADAPTER.validate_python(payload)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of every response body the endpoint can return."""
+    schema = RESPONSE_ADAPTER.json_schema()
+    schema["title"] = "POST /predictions/lenet response"
+    return schema
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (default) or `--check` the published JSON Schema file."""
+    argv = sys.argv[1:] if argv is None else argv
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if "--check" in argv:
+        if not SCHEMA_PATH.exists() or SCHEMA_PATH.read_text() != text:
+            print(f"{SCHEMA_PATH} is stale: run `python -m handler.schemas`", file=sys.stderr)
+            return 1
+        return 0
+    SCHEMA_PATH.write_text(text)
+    print(f"wrote {SCHEMA_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

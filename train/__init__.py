@@ -1,0 +1,1 @@
+"""Training job: MNIST IDX files -> LeNet-5 -> TorchScript and ONNX artifacts."""
