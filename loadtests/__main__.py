@@ -1,4 +1,4 @@
-"""`python -m loadtests run|bench|tune|pool`: load tests, benchmark and tuning of the endpoint."""
+"""`python -m loadtests run|bench|tune|pool|soak`: load tests, benchmarks, tuning, soak."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI with one subcommand per job."""
-    from loadtests import bench, pool, runner, tune
+    from loadtests import bench, pool, runner, soak, tune
 
     parser = argparse.ArgumentParser(
         prog="python -m loadtests",
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=pool.DEFAULT_POOL_SIZE, help="Digits in the pool.")
     p.add_argument("--rebuild", action="store_true", help="Rebuild even if cached.")
     p.set_defaults(func=lambda a: print(pool.ensure_pool(a.model, size=a.size, rebuild=a.rebuild)))
+    s = sub.add_parser("soak", help="Constant half-capacity load: errors, RSS growth, drift.",
+                       formatter_class=fmt)  # fmt: skip
+    soak.add_arguments(s)
+    s.set_defaults(func=soak.command)
     return parser
 
 
