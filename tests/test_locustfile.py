@@ -1,0 +1,189 @@
+"""Unit tests of the load-test pieces that need no server: traffic mix, request bodies, pool,
+SLO gate (on real Locust statistics and the real locust.conf), step shape, result parsing."""
+
+from __future__ import annotations
+
+import email.parser
+import io
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("locust")
+
+from locust import events as locust_events  # noqa: E402
+from locust.argument_parser import get_parser  # noqa: E402
+from locust.env import Environment  # noqa: E402
+
+from loadtests import LOCUST_CONF, LOCUSTFILE, REPO_ROOT, charts, runner, slo  # noqa: E402
+from loadtests import locustfile as lf  # noqa: E402
+from loadtests.pool import ImagePool, encode_png  # noqa: E402
+from loadtests.shapes import StepLoadShape  # noqa: E402
+
+
+def tiny_pool(n: int = 12) -> ImagePool:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = [i % 10 for i in range(n)]
+    return ImagePool([encode_png(img) for img in images], labels, list(range(n)))
+
+
+def config_options(*extra: str):
+    """Locust's own parser plus the project's options, reading the real locust.conf."""
+    parser = get_parser()
+    locust_events.init_command_line_parser.fire(parser=parser)
+    return parser.parse_args(["--config", str(LOCUST_CONF), *extra])
+
+
+def test_every_user_class_takes_its_weight_from_the_one_mix_table():
+    concrete = {
+        name: cls
+        for name, cls in vars(lf).items()
+        if isinstance(cls, type) and issubclass(cls, lf.FastHttpUser) and not cls.abstract
+    }
+    assert set(concrete) == set(lf.USER_WEIGHTS)
+    for name, cls in concrete.items():
+        assert cls.weight == lf.USER_WEIGHTS[name]
+    # bad inputs are a small share of the traffic, not a large one
+    assert lf.USER_WEIGHTS["BadInputUser"] / sum(lf.USER_WEIGHTS.values()) <= 0.05
+
+
+def test_locust_loads_the_file_with_the_config_and_lists_the_users():
+    out = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--config", str(LOCUST_CONF),
+         "--list"],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert set(out.stdout.split()) >= set(lf.USER_WEIGHTS)
+
+
+def test_multipart_body_carries_each_image_under_its_own_field_name():
+    pool = tiny_pool(4)
+    body = lf.multipart_body(pool.pngs, "b0undary")
+    message = email.parser.BytesParser().parsebytes(
+        b"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n" + body
+    )
+    parts = message.get_payload()
+    assert [p.get_param("name", header="content-disposition") for p in parts] == [
+        "image0", "image1", "image2", "image3",
+    ]  # fmt: skip
+    assert [p.get_payload(decode=True) for p in parts] == pool.pngs
+
+
+def test_bad_inputs_are_really_not_decodable_images():
+    from PIL import Image
+
+    for name, body, content_type in lf.bad_inputs(tiny_pool()):
+        if content_type == "image/png":
+            with pytest.raises(OSError):
+                Image.open(io.BytesIO(body)).load()
+        else:
+            assert b"image" in body, name
+
+
+def test_pool_round_trips_through_its_npz_file(tmp_path):
+    pool = tiny_pool()
+    loaded = ImagePool.load(pool.save(tmp_path / "pool.npz"))
+    assert loaded.pngs == pool.pngs and loaded.labels == pool.labels
+    assert loaded.b64 == pool.b64
+    picks = loaded.pick(random.Random(1), 8)
+    assert len(set(picks)) == 8  # distinct images within one multi-image request
+
+
+def test_encode_png_keeps_every_pixel():
+    from PIL import Image
+
+    img = np.arange(28 * 28, dtype=np.uint32).reshape(28, 28).astype(np.uint8)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(img)))), img)
+
+
+@pytest.mark.parametrize(
+    ("requests", "failures", "p99", "passed"),
+    [(10_000, 10, 50.0, True), (10_000, 11, 50.0, False), (10_000, 0, 501.0, False),
+     (50, 0, 1.0, False)],
+)  # fmt: skip
+def test_slo_bounds_come_from_locust_conf(requests, failures, p99, passed):
+    bounds = slo.bounds_from_options(config_options())
+    assert (bounds.max_failure_ratio, bounds.p99_ms) == (0.001, 500.0)
+    assert slo.evaluate(requests, failures, p99, bounds).passed is passed
+
+
+def test_an_unconfigured_bound_fails_the_gate():
+    verdict = slo.evaluate(1000, 0, 1.0, slo.SloBounds(max_failure_ratio=None, p99_ms=100.0))
+    assert not verdict.passed and "not configured" in verdict.violations[0]
+
+
+def _environment_with(response_times_ms: list[int], failures: int, *extra: str) -> Environment:
+    env = Environment(parsed_options=config_options(*extra), events=locust_events)
+    env.create_local_runner()
+    for ms in response_times_ms:
+        env.stats.log_request("POST", "single", ms, 100)
+    for _ in range(failures):  # as Locust records a failed request: a request plus an error
+        env.stats.log_error("POST", "single", RuntimeError("wrong digit"))
+    return env
+
+
+def test_gate_sets_a_failing_exit_code_on_real_locust_stats():
+    env = _environment_with([5] * 990 + [900] * 10, 0)  # p99 900 ms > 500 ms in locust.conf
+    verdict = slo.gate(env)
+    assert not verdict.passed and env.process_exit_code == slo.SLO_EXIT_CODE
+
+
+def test_gate_passes_tolerated_failures_with_exit_code_zero():
+    env = _environment_with([5] * 2000, 1)  # 1 wrong answer in 2000 requests: 0.05 % < 0.1 %
+    verdict = slo.gate(env)
+    assert verdict.passed, verdict.violations
+    assert env.process_exit_code == 0
+
+
+def test_gate_fails_when_failures_exceed_the_configured_ratio():
+    env = _environment_with([5] * 2000, 3)  # 0.15 % > 0.1 %
+    verdict = slo.gate(env)
+    assert not verdict.passed and "failure ratio" in verdict.violations[0]
+    assert env.process_exit_code == slo.SLO_EXIT_CODE
+
+
+def test_command_line_overrides_the_configured_bound():
+    env = _environment_with([5] * 1000, 0, "--slo-p99-ms", "0.001")
+    assert not slo.gate(env).passed
+
+
+def test_step_shape_adds_users_per_step_then_stops():
+    env = Environment(parsed_options=config_options("--step-users", "4", "--step-seconds", "10",
+                                                     "--step-max-users", "10"))  # fmt: skip
+    shape = StepLoadShape()
+    shape.runner = env.create_local_runner()
+    ticks = []
+    for t in (0.5, 9.5, 10.5, 25.0, 31.0):
+        shape.start_time = time.perf_counter() - t
+        ticks.append(shape.tick())
+    assert [tk[0] if tk else None for tk in ticks] == [4, 4, 8, 10, None]
+
+
+def test_images_per_request_name_and_durations():
+    assert [runner.images_in(n) for n in ("single", "json x8", "multipart x4", "bad: x")] == [
+        1, 8, 4, 0,
+    ]  # fmt: skip
+    assert runner.parse_duration("1m30s") == 90 and runner.parse_duration("15") == 15
+    with pytest.raises(ValueError):
+        runner.parse_duration("ten seconds")
+
+
+def test_saturation_point_is_where_more_users_stop_adding_throughput(tmp_path):
+    history = tmp_path / "h.csv"
+    rows = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,99%"]
+    rps_per_step = {4: 400, 8: 800, 12: 990, 16: 1000, 20: 1000}
+    t = 0
+    for users, rps in rps_per_step.items():
+        for _ in range(10):
+            rows.append(f"{t},{users},,Aggregated,{rps},0,{users},{users * 2},{users * 3}")
+            t += 1
+    history.write_text("\n".join(rows) + "\n")
+    sat = charts.saturation_point(history)
+    assert sat["users"] == 12 and sat["max_rps"] == 1000
+    assert charts.plot_run(history, tmp_path / "c.png").stat().st_size > 1000
