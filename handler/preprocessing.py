@@ -1,0 +1,549 @@
+"""Turn whatever image a person sends into an MNIST-like model input.
+
+This is the single source of truth for preprocessing: the TorchServe handler, the batch job and
+the tests all call `preprocess` (or `decode_image` + `to_mnist`). It ships inside the .mar, so it
+imports only numpy, Pillow and `handler.normalization` -- never torch or scipy.
+
+The steps reproduce how MNIST itself was made (LeCun et al.): the ink of a digit is cropped to its
+bounding box, scaled (aspect preserved, anti-aliased) so that its longer side is 20 px, and pasted
+into a 28x28 field so that its centre of mass sits at the centre. Before that, a photo or scan of
+dark ink on light paper is turned into MNIST's white-ink-on-black with its background removed and
+its contrast stretched, so that a phone photo and an MNIST test image look alike to the model.
+
+Every failure a bad upload can cause is raised as `InvalidImage`, whose message is complete and
+user-facing; the caller only prefixes which image of the request it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from handler.normalization import IMAGE_SIZE, normalize
+
+logger = logging.getLogger(__name__)
+
+# Decompression-bomb limit, enforced by this module on every decode independently of Pillow's
+# process-global `Image.MAX_IMAGE_PIXELS`. 40 MP admits every common camera's default output
+# (12 MP phones, 24-33 MP DSLRs, 36 MP full-frame) while bounding one decode to ~160 MB (8-bit
+# RGBA) -- an attacker's 100-byte PNG claiming 30000x30000 would otherwise ask for 3.6 GB.
+MAX_IMAGE_PIXELS = 40_000_000
+
+# Formats we let Pillow parse. Restricting the list keeps untrusted bytes away from every other
+# Pillow plugin (EPS, for one, shells out to Ghostscript). MPO is how Pillow names the multi-picture
+# JPEGs many phones write.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP")
+ACCEPTED_FORMATS_TEXT = "PNG, JPEG, BMP, GIF, TIFF, WebP accepted"
+
+DIGIT_BOX = 20  # MNIST scales each digit so that its longer side is 20 px ...
+CENTRE = IMAGE_SIZE / 2  # ... and puts its centre of mass at (14, 14) in pixel-index coordinates.
+
+# Large inputs are reduced early so that their longer side lies in [WORKING_SIZE, 2*WORKING_SIZE):
+# a digit that fills a tenth of the frame still spans > 40 px there, twice what we keep.
+WORKING_SIZE = 400
+
+# Background/contrast estimation. Values are fractions of the [0, 1] grey range unless noted.
+_TILE_MIN_PX = 16  # smallest tile of the local-background grid (px)
+_TILE_GRID_MAX = 8  # at most 8x8 tiles: coarse enough that a stroke never fills a whole tile
+_TILE_PERCENTILE = 25  # a tile's background is its 25th percentile: right while ink covers < 75 %
+_NOISE_SIGMAS = 3.0  # the soft threshold starts this many noise deviations above the background
+_MIN_THRESHOLD = 0.02  # ... and never below 2 % of the ink level (drops quantisation dust)
+_MAX_THRESHOLD = 0.35  # ... nor above 35 % of it (a digit covering half the image inflates sigma)
+_INK_PERCENTILE = 90  # the ink level is the 90th percentile of ink pixels: stroke cores -> 1.0
+_MIN_CONTRAST = 0.06  # below this ink-vs-background difference the image counts as blank
+_MIN_INK_PIXELS = 3  # fewer ink pixels than this is noise, not a digit
+_MASS_TRIM = 0.002  # the bounding box ignores the outermost 0.2 % of ink mass on each side ...
+_FRINGE = 0.06  # ... then grows back over contiguous ink by up to 6 % of its extent (fringes)
+
+
+class InvalidImage(ValueError):
+    """An uploaded image cannot be used; str(exc) is a complete user-facing message."""
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode image bytes into a fully loaded Pillow image, upright per its EXIF orientation.
+
+    Accepts PNG, JPEG, BMP, GIF (first frame), TIFF (first page) and WebP. Large JPEGs are decoded
+    at a reduced DCT scale (`Image.draft`), so the result may be smaller than the stored image.
+    Raises `InvalidImage` for empty, unreadable, truncated or over-large (> MAX_IMAGE_PIXELS) data;
+    no Pillow exception escapes.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidImage(f"image data must be bytes, not {type(data).__name__}")
+    size = len(data)
+    if size == 0:
+        raise InvalidImage("empty image data (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own (global, looser) guard fired while reading the header; ours is stricter,
+        # so this is always a rejection. The warning class only arrives as an exception when
+        # warnings are configured as errors (e.g. `-W error`), but then it must reject too.
+        raise InvalidImage(_bomb_message(data, exc)) from None
+    except (UnidentifiedImageError, Exception) as exc:
+        logger.debug("Image.open failed on %d bytes: %r", size, exc)
+        raise InvalidImage(
+            f"cannot decode {size:,} bytes as an image ({ACCEPTED_FORMATS_TEXT})"
+        ) from None
+
+    # Our limit, checked from the header before any pixel is decoded. This is what turns Pillow's
+    # warning band (between its limit and twice its limit) into an error per call, without
+    # touching the process-global warning filters or Image.MAX_IMAGE_PIXELS.
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidImage(_over_limit(width, height))
+    if width == 0 or height == 0:
+        raise InvalidImage(f"image is {width}x{height}: it has no pixels")
+
+    fmt = image.format or "image"
+    if fmt in ("JPEG", "MPO") and max(width, height) >= 2 * WORKING_SIZE:
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, straight to luma: a 12 MP photo then
+        # costs milliseconds instead of a full-resolution decode we would throw away.
+        scale = WORKING_SIZE / max(width, height)
+        try:
+            image.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
+        except Exception as exc:  # draft is an optimisation only; decode at full size instead
+            logger.debug("JPEG draft failed: %r", exc)
+    try:
+        image.load()  # Pillow decodes lazily: force it here so corrupt data fails inside the guard
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage(_bomb_message(data, exc)) from None
+    except Exception as exc:
+        raise InvalidImage(
+            f"cannot decode {size:,} bytes as a {fmt} image: the data is truncated or corrupt "
+            f"({_short(exc)})"
+        ) from None
+    return _upright(image)
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """Map any decoded image to a (28, 28) float32 array in [0, 1], white ink on black, MNIST-style.
+
+    Handles every Pillow mode (transparency is composited onto a background that keeps the ink
+    visible; 16-bit and float images are scaled by their actual range), inverts dark-on-light
+    input, removes uneven background, stretches the ink to 1.0, crops the ink, scales its longer
+    side to 20 px and centres its centre of mass at (14, 14). An image without ink gives zeros.
+    Raises `InvalidImage` if the image cannot be converted.
+    """
+    try:
+        gray = _to_gray(image)
+    except InvalidImage:
+        raise
+    except Exception as exc:
+        raise InvalidImage(
+            f"cannot convert a {image.mode} image of {image.size[0]}x{image.size[1]} to "
+            f"grayscale ({_short(exc)})"
+        ) from None
+    ink = _extract_ink(gray)
+    if ink is None:
+        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    return _centre_in_field(_fit_box(ink))
+
+
+def preprocess(data: bytes) -> np.ndarray:
+    """Decode image bytes into a normalised (1, 28, 28) float32 model input; raises InvalidImage."""
+    return normalize(to_mnist(decode_image(data)))[np.newaxis]
+
+
+# --- decoding helpers -----------------------------------------------------------------------
+
+
+def _over_limit(width: int, height: int) -> str:
+    return (
+        f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+        f"{MAX_IMAGE_PIXELS:,}"
+    )
+
+
+def _bomb_message(data: bytes, exc: Exception) -> str:
+    """Name the claimed dimensions when we can read them (PNG IHDR), else Pillow's pixel count."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return _over_limit(width, height)
+    digits = [int(tok) for tok in str(exc).replace("(", " ").split() if tok.isdigit()]
+    if digits:
+        return f"image is {digits[0]:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,}"
+    return f"image is over the limit of {MAX_IMAGE_PIXELS:,} pixels"
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag, as the phone that took the photo intended."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception as exc:  # broken EXIF must not reject an otherwise good image
+        logger.debug("unreadable EXIF ignored: %r", exc)
+        return image
+    if orientation in (None, 1):
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:
+        logger.debug("EXIF transpose failed, using stored orientation: %r", exc)
+        return image
+
+
+# --- grayscale conversion ---------------------------------------------------------------------
+
+_HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _reduce_early(image: Image.Image) -> Image.Image:
+    """Box-reduce a large image by an integer factor so its longer side is < 2*WORKING_SIZE."""
+    factor = max(image.size) // WORKING_SIZE
+    if factor < 2:
+        return image
+    try:
+        return image.reduce(factor)
+    except (ValueError, NotImplementedError):  # modes reduce() lacks: fall back to numpy later
+        return image
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    """Grayscale float32 in [0, 1] with transparency composited; large inputs reduced first."""
+    mode = image.mode
+    if mode in ("P", "PA") or (mode in ("1", "L", "RGB") and "transparency" in image.info):
+        image = image.convert("RGBA")  # the palette may carry per-entry alpha (tRNS)
+    elif mode in ("LA", "La", "RGBa"):
+        image = image.convert("LA" if mode != "RGBa" else "RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in ("LAB",):
+        image = image.getchannel("L")  # lightness is already a grayscale channel
+    elif mode in ("HSV",):
+        image = image.convert("RGB")
+    elif mode not in ("L", "RGB", "RGBA", "LA", *_HIGH_DEPTH_MODES):
+        image = image.convert("RGB")  # CMYK, YCbCr, RGBX, ...: Pillow's own colour conversion
+
+    image = _reduce_early(image)
+    mode = image.mode
+    if mode in _HIGH_DEPTH_MODES:
+        return _stretch_range(np.asarray(image, dtype=np.float64))
+    if mode in ("RGBA", "LA"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) * (1 / 255)
+        gray = np.asarray(image.convert("L") if mode == "RGBA" else image.getchannel("L"))
+        return _composite(gray.astype(np.float32) * (1 / 255), alpha)
+    if mode != "L":
+        image = image.convert("L")
+    return _block_reduce(np.asarray(image, dtype=np.float32) * (1 / 255))
+
+
+def _block_reduce(gray: np.ndarray) -> np.ndarray:
+    """Area-average by an integer factor when reduce() could not run on the Pillow image."""
+    factor = max(gray.shape) // WORKING_SIZE
+    if factor < 2:
+        return gray
+    h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
+    blocks = gray[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _stretch_range(values: np.ndarray) -> np.ndarray:
+    """16-bit/32-bit/float pixels -> [0, 1] by their actual range (not by clipping at 255)."""
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    values = _block_reduce(values)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) * (1.0 / (high - low))).astype(np.float32)
+
+
+def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Flatten transparency onto the background colour the picture implies.
+
+    A drawing of ink on a transparent sheet stores the ink as its only opaque pixels; whatever
+    colour its transparent pixels happen to hold (often black) is meaningless. So when opaque
+    pixels cover less than half the image they are the ink, and the background is the opposite
+    of their brightness (black ink -> white paper, white ink -> black). When they cover most of
+    it they are the paper itself, and transparent margins take the paper's (median) colour.
+    """
+    if alpha.min() >= 1.0:
+        return gray
+    coverage = float(alpha.mean())
+    if coverage == 0.0:
+        return np.zeros_like(gray)
+    if coverage < 0.5:
+        ink_brightness = float((gray * alpha).sum() / alpha.sum())
+        background = 1.0 if ink_brightness < 0.5 else 0.0
+    else:
+        background = float(np.median(gray[alpha >= 0.5]))
+    return gray * alpha + background * (1.0 - alpha)
+
+
+# --- ink extraction ---------------------------------------------------------------------------
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    """The outermost ring of pixels (about 3 % of the size, at least one pixel)."""
+    h, w = gray.shape
+    k = max(1, min(h, w) // 32)
+    return np.concatenate(
+        [gray[:k].ravel(), gray[-k:].ravel(), gray[k:-k, :k].ravel(), gray[k:-k, -k:].ravel()]
+    )
+
+
+def _background_field(ink: np.ndarray) -> np.ndarray | float:
+    """Estimate the (possibly uneven) background of a bright-ink-on-dark image.
+
+    A coarse grid of tiles, each summarised by a low percentile (ink is bright, so the lower part
+    of a tile's histogram is paper unless ink covers most of it), then a 3x3 minimum over the
+    grid so that a tile crossed by a thick stroke borrows its neighbours' level, then bilinear
+    interpolation back to full size. This follows shadows, vignetting and lighting gradients of
+    phone photos without scipy.
+    """
+    h, w = ink.shape
+    rows = min(_TILE_GRID_MAX, h // _TILE_MIN_PX)
+    cols = min(_TILE_GRID_MAX, w // _TILE_MIN_PX)
+    if rows < 2 or cols < 2:
+        # Small images (MNIST's own 28x28 among them) are crops or drawings: one level will do.
+        flat = np.sort(ink, axis=None)
+        return float(flat[int(len(flat) * _TILE_PERCENTILE / 100)])
+    th, tw = h // rows, w // cols
+    tiles = ink[: rows * th, : cols * tw].reshape(rows, th, cols, tw).transpose(0, 2, 1, 3)
+    level = np.percentile(tiles.reshape(rows, cols, th * tw), _TILE_PERCENTILE, axis=2)
+    padded = np.pad(level, 1, mode="edge")
+    level = np.min(
+        [padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3)], axis=0
+    ).astype(np.float32)
+    # Tile centres sit at (i + 0.5) * th; resizing the grid with BILINEAR maps them the same way.
+    return np.asarray(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR))
+
+
+def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
+    """White-on-black ink in [0, 1] with background removed and contrast stretched, or None."""
+    # Polarity: the border is paper. If it is nearer the bright end of the histogram than the
+    # dark end, the ink is dark on light paper (how people write) and must be inverted.
+    flat = np.sort(gray, axis=None)
+    n = flat.size
+    dark, bright = float(flat[int(0.01 * (n - 1))]), float(flat[int(0.99 * (n - 1))])
+    if n < 64:  # tiny images: percentiles of a handful of pixels are the extremes
+        dark, bright = float(flat[0]), float(flat[-1])
+    paper = float(np.median(_border(gray)))
+    if paper - dark > bright - paper:
+        gray = 1.0 - gray
+    residual = gray - _background_field(gray)
+
+    # Noise from the lower half of the residual histogram, which is background as long as ink
+    # covers less than half the image: sigma ~ P50 - P16 for Gaussian noise (JPEG, paper grain).
+    flat = np.sort(residual, axis=None)
+    p16, p50 = float(flat[int(0.16 * (n - 1))]), float(flat[int(0.50 * (n - 1))])
+    floor = p50 + _NOISE_SIGMAS * max(p50 - p16, 0.0)
+    candidates = flat[flat > floor + _MIN_THRESHOLD * (1.0 - floor)]
+    if candidates.size < _MIN_INK_PIXELS:
+        return None
+    ink_level = float(candidates[int(_INK_PERCENTILE / 100 * (candidates.size - 1))])
+    if ink_level - p50 < _MIN_CONTRAST:
+        return None
+    # Soft threshold: a linear ramp from the noise floor to the ink level, so anti-aliased
+    # stroke edges keep their grey levels while paper texture and JPEG ringing go to zero.
+    # A noise-free background (a digital drawing, MNIST itself) needs no threshold at all, which
+    # keeps already-MNIST input pixel-exact.
+    span = ink_level - p50
+    minimum = _MIN_THRESHOLD * span if floor > p50 else 0.0
+    low = p50 + min(max(floor - p50, minimum), _MAX_THRESHOLD * span)
+    out = (residual - low) * (1.0 / (ink_level - low))
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def _extent(profile: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of the ink along one axis, ignoring stray specks in the outermost mass."""
+    cumulative = np.cumsum(profile)
+    total = cumulative[-1]
+    start = int(np.searchsorted(cumulative, _MASS_TRIM * total, side="right"))
+    stop = int(np.searchsorted(cumulative, (1.0 - _MASS_TRIM) * total, side="left")) + 1
+    # Grow back over contiguous ink (anti-aliased fringes the trim cut off), but only a little,
+    # so that a speck a gap away is not pulled back in.
+    grow = max(1, round(_FRINGE * (stop - start)))
+    for _ in range(grow):
+        if start > 0 and profile[start - 1] > 0:
+            start -= 1
+        else:
+            break
+    for _ in range(grow):
+        if stop < profile.size and profile[stop] > 0:
+            stop += 1
+        else:
+            break
+    return start, stop
+
+
+def _fit_box(ink: np.ndarray) -> np.ndarray:
+    """Crop to the ink and scale, aspect preserved, so the longer side is DIGIT_BOX pixels."""
+    top, bottom = _extent(ink.sum(axis=1))
+    left, right = _extent(ink.sum(axis=0))
+    crop = ink[top:bottom, left:right]
+    h, w = crop.shape
+    longer = max(h, w)
+    if longer == DIGIT_BOX:
+        return crop
+    size = (max(1, round(w * DIGIT_BOX / longer)), max(1, round(h * DIGIT_BOX / longer)))
+    # BOX is exact area averaging when shrinking (anti-aliased); BILINEAR when enlarging.
+    resample = Image.Resampling.BOX if longer > DIGIT_BOX else Image.Resampling.BILINEAR
+    box = Image.fromarray(np.ascontiguousarray(crop), mode="F").resize(size, resample)
+    return np.clip(np.asarray(box), 0.0, 1.0)
+
+
+def _centre_in_field(box: np.ndarray) -> np.ndarray:
+    """Paste the box into 28x28 with its centre of mass at (14, 14), clipped to the canvas."""
+    h, w = box.shape
+    mass = float(box.sum())
+    if mass <= 0.0:
+        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    cy = float(box.sum(axis=1) @ np.arange(h)) / mass
+    cx = float(box.sum(axis=0) @ np.arange(w)) / mass
+    top = min(max(round(CENTRE - cy), 0), IMAGE_SIZE - h)
+    left = min(max(round(CENTRE - cx), 0), IMAGE_SIZE - w)
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    field[top : top + h, left : left + w] = box
+    return field
+
+
+# --- benchmark / CLI --------------------------------------------------------------------------
+
+
+def _synthetic_digit(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """A photo-like 'dark seven on grey paper' with a lighting gradient and sensor noise."""
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    paper = 205 + 30 * (xx / width) - 15 * (yy / height)
+    paper += rng.normal(0, 6, size=(height, width)).astype(np.float32)
+    canvas = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8), mode="L")
+    draw = ImageDraw.Draw(canvas)
+    s = min(width, height)
+    x0, y0 = width * 0.35, height * 0.25
+    stroke = max(1, s // 25)
+    draw.line([(x0, y0), (x0 + s * 0.3, y0), (x0 + s * 0.12, y0 + s * 0.5)], fill=40, width=stroke)
+    return canvas
+
+
+def _encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def _bench_inputs(mnist_dir: Path | None) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    digit28 = None
+    images = mnist_dir / "t10k-images-idx3-ubyte.gz" if mnist_dir else None
+    if images is not None and images.is_file():
+        import gzip
+
+        with gzip.open(images, "rb") as handle:
+            digit28 = np.frombuffer(handle.read(16 + 784), np.uint8, offset=16).reshape(28, 28)
+    if digit28 is None:  # no MNIST around: an inverted synthetic digit of the same size
+        digit28 = 255 - np.asarray(_synthetic_digit((28, 28), rng))
+    small = _synthetic_digit((300, 300), rng).convert("RGB")
+    photo = _synthetic_digit((4000, 3000), rng).convert("RGB")
+    return {
+        "png_28x28_mnist": _encode(Image.fromarray(np.ascontiguousarray(digit28), "L"), "PNG"),
+        "jpeg_300x300_rgb": _encode(small, "JPEG", quality=90),
+        "jpeg_4000x3000_photo": _encode(photo, "JPEG", quality=90),
+    }
+
+
+def bench(repeat: int, mnist_dir: Path | None) -> dict:
+    """Time `preprocess` per image for each input kind, interleaved so they share conditions."""
+    inputs = _bench_inputs(mnist_dir)
+    for data in inputs.values():  # warm-up: imports, plugin registration, allocator
+        preprocess(data)
+    samples: dict[str, list[float]] = {name: [] for name in inputs}
+    for _ in range(repeat):
+        for name, data in inputs.items():
+            start = time.perf_counter()
+            preprocess(data)
+            samples[name].append((time.perf_counter() - start) * 1000.0)
+    results = {}
+    for name, times in samples.items():
+        times.sort()
+        results[name] = {
+            "bytes": len(inputs[name]),
+            "runs": len(times),
+            "median_ms": round(statistics.median(times), 4),
+            "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 4),
+        }
+    base = results["png_28x28_mnist"]["median_ms"]
+    for row in results.values():
+        row["x_png_28x28"] = round(row["median_ms"] / base, 1)
+    return results
+
+
+def _print_table(results: dict) -> None:
+    header = f"{'input':<24}{'bytes':>12}{'runs':>7}{'median ms':>12}{'p95 ms':>10}{'x 28px':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, row in results.items():
+        print(
+            f"{name:<24}{row['bytes']:>12,}{row['runs']:>7}{row['median_ms']:>12.3f}"
+            f"{row['p95_ms']:>10.3f}{row['x_png_28x28']:>9.1f}"
+        )
+
+
+def _preview(paths: list[Path], out_dir: Path | None) -> int:
+    failures = 0
+    for path in paths:
+        try:
+            pixels = to_mnist(decode_image(path.read_bytes()))
+        except (OSError, InvalidImage) as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        print(f"{path}: ink mass {pixels.sum():.1f}, max {pixels.max():.2f}")
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target = out_dir / f"{path.stem}.mnist.png"
+            Image.fromarray((pixels * 255).round().astype(np.uint8), "L").save(target)
+            print(f"  wrote {target}")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: benchmark preprocessing (`--bench`) or preview what the model sees for image files."""
+    parser = argparse.ArgumentParser(
+        prog="python -m handler.preprocessing",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    modes = parser.add_argument_group("what to do")
+    modes.add_argument("images", nargs="*", type=Path, help="image files to preprocess")
+    modes.add_argument("--bench", action="store_true", help="time preprocess() per input kind")
+    bench_opts = parser.add_argument_group("benchmark")
+    bench_opts.add_argument("--repeat", type=int, default=200, help="timed runs per input kind")
+    bench_opts.add_argument(
+        "--mnist-dir",
+        type=Path,
+        default=Path(os.environ.get("MNIST_DIR", Path(__file__).resolve().parents[1] / "data")),
+        help="MNIST IDX folder for the 28x28 sample (env MNIST_DIR); synthetic if absent",
+    )
+    preview = parser.add_argument_group("preview")
+    preview.add_argument("--out-dir", type=Path, help="write each 28x28 result here as PNG")
+    args = parser.parse_args(argv)
+    if args.bench:
+        if args.repeat < 1:
+            parser.error("--repeat must be at least 1")
+        results = bench(args.repeat, args.mnist_dir)
+        print(json.dumps({"preprocess_ms": results}, indent=2))
+        _print_table(results)
+        return 0
+    if not args.images:
+        parser.error("give image files to preview, or --bench")
+    return _preview(args.images, args.out_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
