@@ -363,26 +363,54 @@ def add_arguments(parser) -> None:
     target.add_argument("--host", default=None, help="A running local server's URL (its "
                         "processes are sampled); default: start one through deploy.launcher on "
                         "free ports and stop it afterwards.")  # fmt: skip
-    target.add_argument("--model", type=Path, default=None,
-                        help="Local model for the image pool (default: artifacts/lenet.pt).")
+    target.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="Local model for the image pool (default: artifacts/lenet.pt).",
+    )
     load = parser.add_argument_group("load")
     load.add_argument("--duration", default=DEFAULT_DURATION, help="Soak length (e.g. 10m, 1h).")
-    load.add_argument("--rate", type=float, default=None,
-                      help="Requests/s to hold (default: --load-fraction of the capacity).")
-    load.add_argument("--load-fraction", type=float, default=DEFAULT_LOAD_FRACTION,
-                      help="Share of the measured capacity to hold.")
-    load.add_argument("--measure", action="store_true",
-                      help="Measure capacity now even if a step run's result exists.")
-    load.add_argument("--users", type=int, default=DEFAULT_USERS,
-                      help="Locust users sharing the rate (each paced with constant throughput).")
+    load.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="Requests/s to hold (default: --load-fraction of the capacity).",
+    )
+    load.add_argument(
+        "--load-fraction",
+        type=float,
+        default=DEFAULT_LOAD_FRACTION,
+        help="Share of the measured capacity to hold.",
+    )
+    load.add_argument(
+        "--measure",
+        action="store_true",
+        help="Measure capacity now even if a step run's result exists.",
+    )
+    load.add_argument(
+        "--users",
+        type=int,
+        default=DEFAULT_USERS,
+        help="Locust users sharing the rate (each paced with constant throughput).",
+    )
     check = parser.add_argument_group("checks")
-    check.add_argument("--max-rss-growth", type=float, default=MAX_RSS_GROWTH,
-                       help="Largest allowed RSS growth of any process, start to end.")
-    check.add_argument("--sample-interval", type=float, default=5.0,
-                       help="Seconds between RSS samples.")
+    check.add_argument(
+        "--max-rss-growth",
+        type=float,
+        default=MAX_RSS_GROWTH,
+        help="Largest allowed RSS growth of any process, start to end.",
+    )
+    check.add_argument(
+        "--sample-interval", type=float, default=5.0, help="Seconds between RSS samples."
+    )
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=None,
-                     help=f"Result folder (default: {RESULTS_DIR}/<timestamp>-soak).")
+    out.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"Result folder (default: {RESULTS_DIR}/<timestamp>-soak).",
+    )
 
 
 def command(args) -> int:

@@ -205,6 +205,19 @@ def build_corpus(
         b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
     )
     add("pdf", pdf, "application/pdf", "reject")
+    add(
+        "png_as_form_urlencoded",
+        plain_png,
+        "application/x-www-form-urlencoded",
+        "reject",
+        note="curl --data-binary without -H: TorchServe splits the bytes as a form",
+    )
+    boundary = "hostile0boundary"
+    text_part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"\r\n\r\n'
+        f"not an image\r\n--{boundary}--\r\n"
+    ).encode()
+    add("multipart_text_field", text_part, f"multipart/form-data; boundary={boundary}", "reject")
 
     # Broken images.
     add("png_signature_only", plain_png[:8], "image/png", "reject")
@@ -231,21 +244,23 @@ def build_corpus(
     )
 
     # JSON bodies: the wrong shape, the wrong types, not JSON, hostile nesting.
-    add("json_invalid_base64", b'{"data": "!!!not*base64@@@"}', "application/json", "reject")
+    add("json_invalid_base64", b'{"image": "!!!not*base64@@@"}', "application/json", "reject")
     add(
         "json_base64_of_text",
-        json.dumps({"data": b64(b"just some text")}).encode(),
+        json.dumps({"image": b64(b"just some text")}).encode(),
         "application/json",
         "reject",
     )
     add("json_wrong_field", b'{"picture": 7, "size": [28, 28]}', "application/json", "reject")
-    add("json_wrong_type", b'{"data": 12345}', "application/json", "reject")
-    add("json_null_data", b'{"data": null}', "application/json", "reject")
+    add("json_wrong_type", b'{"image": 12345}', "application/json", "reject")
+    add("json_null_image", b'{"image": null}', "application/json", "reject")
+    add("json_images_empty", b'{"images": []}', "application/json", "reject")
+    add("json_images_all_bad", b'{"images": ["%%%", ""]}', "application/json", "reject")
     add("json_empty_object", b"{}", "application/json", "reject")
     add("json_empty_list", b"[]", "application/json", "reject")
-    add("json_malformed", b'{"data": "iVBORw0KGgo', "application/json", "reject")
+    add("json_malformed", b'{"image": "iVBORw0KGgo', "application/json", "reject")
     add("json_deeply_nested_lists", b"[" * 100_000 + b"]" * 100_000, "application/json", "reject")
-    nested = b'{"data": ' * 5_000 + b'"x"' + b"}" * 5_000
+    nested = b'{"image": ' * 5_000 + b'"x"' + b"}" * 5_000
     add("json_deeply_nested_objects", nested, "application/json", "reject")
 
     # Over the size limit: TorchServe itself must answer 413, before any worker sees it.
@@ -298,7 +313,7 @@ def build_corpus(
     add("webp", encode(upscale(px, 56), "WEBP", lossless=True), "image/webp", "digit", label=lb)
     add(
         "json_base64_png",
-        json.dumps({"data": b64(plain_png)}).encode(),
+        json.dumps({"image": b64(plain_png)}).encode(),
         "application/json",
         "digit",
         label=label0,
