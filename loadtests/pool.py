@@ -111,12 +111,10 @@ def file_sha256(path: Path) -> str:
 
 
 def mnist_test_digits(mnist_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The 10,000 MNIST test images (N, 28, 28) uint8 and labels, via `train.mnist`."""
-    from train.mnist import load_mnist
+    """The 10,000 MNIST test images (N, 28, 28) uint8 and labels (dir, else $MNIST_DIR/cache)."""
+    from train.mnist import load_test_digits
 
-    data_dir = mnist_dir or os.environ.get("MNIST_DIR")
-    test = load_mnist(data_dir, split="test") if data_dir else load_mnist(split="test")
-    images, labels = test
+    images, labels = load_test_digits(mnist_dir)
     return np.asarray(images, dtype=np.uint8).reshape(-1, 28, 28), np.asarray(labels)
 
 

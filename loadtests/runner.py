@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -347,6 +348,9 @@ def run_locust(
     logger.info("locust: %s", " ".join(cmd))
     budget = (parse_duration(spec.run_time) if not spec.step else 3600) + 90
     server_meter = TreeCpuMeter([server_pid]).start() if server_pid else None
+    # Locust's CPU: rusage of reaped children is exact (the master reaps its forked workers);
+    # the sampling meter is the fallback should a worker outlive its master.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(out_dir / "locust.out", "wb") as out:
         proc = subprocess.Popen(
@@ -364,6 +368,11 @@ def run_locust(
         finally:
             locust_cpu = locust_meter.stop()
     wall = time.perf_counter() - started
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    locust_cpu = max(locust_cpu, reaped)
     server_cpu = server_meter.stop() if server_meter else None
     try:
         total, per_name = read_stats(out_dir)

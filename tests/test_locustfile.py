@@ -45,11 +45,12 @@ def test_every_user_class_takes_its_weight_from_the_one_mix_table():
         for name, cls in vars(lf).items()
         if isinstance(cls, type) and issubclass(cls, lf.FastHttpUser) and not cls.abstract
     }
-    assert set(concrete) == set(lf.USER_WEIGHTS)
-    for name, cls in concrete.items():
-        assert cls.weight == lf.USER_WEIGHTS[name]
-    # bad inputs are a small share of the traffic, not a large one
-    assert lf.USER_WEIGHTS["BadInputUser"] / sum(lf.USER_WEIGHTS.values()) <= 0.05
+    assert set(concrete) == set(lf.USER_WEIGHTS) | {"BadInputUser"}
+    for name, weight in lf.USER_WEIGHTS.items():
+        assert concrete[name].weight == weight
+    # exactly one paced bad-input user, whatever the user count
+    assert lf.BadInputUser.fixed_count == lf.BAD_INPUT_USERS == 1
+    assert lf.BadInputUser.wait_time is not lf.SingleImageUser.wait_time  # paced, not a free loop
 
 
 def test_locust_loads_the_file_with_the_config_and_lists_the_users():
@@ -59,7 +60,7 @@ def test_locust_loads_the_file_with_the_config_and_lists_the_users():
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert set(out.stdout.split()) >= set(lf.USER_WEIGHTS)
+    assert set(out.stdout.split()) >= set(lf.USER_WEIGHTS) | {"BadInputUser"}
 
 
 def test_multipart_body_carries_each_image_under_its_own_field_name():
