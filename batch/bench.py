@@ -1,0 +1,190 @@
+"""`python -m batch bench`: images/s of the in-process ceiling, the local and the http engine.
+
+All three are measured in ONE run over the same 10,000 PNG digits (MNIST test images written to
+a temporary folder), so their ratios are side by side on the same machine state:
+
+- ceiling: read + decode + preprocess + batched forward, all in this one process, no output;
+- local:   `--engine local` as the CLI runs it (workers, batches, rows written to a file);
+- http:    `--engine http` against a real TorchServe started through `deploy.launcher`.
+
+Prints a table and JSON on stdout and writes the JSON to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "artifacts" / "bench" / "batch.json"
+TARGET_LOCAL_VS_CEILING = 0.80
+TARGET_HTTP_VS_LOCAL = 0.30
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `bench`."""
+    data = p.add_argument_group("data")
+    data.add_argument("--mnist-dir", default=os.environ.get("MNIST_DIR"),
+                      help="MNIST IDX folder (default: $MNIST_DIR, else the training cache)")
+    data.add_argument("--count", type=int, default=10_000, help="PNG files to generate")
+    eng = p.add_argument_group("engines")
+    eng.add_argument("--model", type=Path, default=None,
+                     help="model for ceiling and local engine (default: artifacts/lenet.pt, "
+                          "else model_store/lenet.mar)")
+    eng.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="local engine preprocessing processes")
+    eng.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    eng.add_argument("--concurrency", type=int, default=8, help="http requests in flight")
+    eng.add_argument("--images-per-request", type=int, default=16, help="images per request")
+    eng.add_argument("--skip-http", action="store_true", help="do not start TorchServe")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+
+
+def write_pngs(folder: Path, count: int, mnist_dir: str | None) -> int:
+    """Write `count` MNIST test digits as PNGs into 10 sub-folders; returns bytes written."""
+    from PIL import Image
+
+    from train.mnist import load_test_digits
+
+    images, labels = load_test_digits(mnist_dir)
+    total = 0
+    for i in range(count):
+        sub = folder / f"d{i % 10}"
+        sub.mkdir(exist_ok=True)
+        path = sub / f"{i:05d}_{labels[i % len(labels)]}.png"
+        Image.fromarray(images[i % len(images)]).save(path)
+        total += path.stat().st_size
+    return total
+
+
+def bench_ceiling(folder: Path, model_path, batch_size: int) -> dict:
+    """Decode + preprocess + forward in this one process, batched, no output written."""
+    from batch.decode import read_and_preprocess
+    from batch.discover import iter_files
+    from batch.local_engine import LocalEngine
+
+    with LocalEngine(model_path, workers=0, batch_size=batch_size) as engine:
+        import torch
+
+        torch.set_num_threads(1)  # one process, one core: the single-core ceiling
+        rels = list(iter_files(folder))
+        start = time.perf_counter()
+        done = 0
+        for i in range(0, len(rels), batch_size):
+            inputs = np.stack([read_and_preprocess(str(folder), r) for r in rels[i:i + batch_size]])
+            done += len(engine.predict(inputs))
+        elapsed = time.perf_counter() - start
+    return {"images": done, "elapsed_s": round(elapsed, 3), "images_per_s": done / elapsed}
+
+
+def _run_engine(engine, folder: Path, out_file: Path) -> dict:
+    from batch.discover import iter_files
+    from batch.output import open_output
+
+    writer, _ = open_output(out_file, resume=False, overwrite=True)
+    errors = n = 0
+    start = time.perf_counter()
+    with writer:
+        for row in engine.score(folder, iter_files(folder)):
+            writer.write(row)
+            n += 1
+            errors += row.error is not None
+    elapsed = time.perf_counter() - start
+    return {"images": n, "errors": errors, "elapsed_s": round(elapsed, 3),
+            "images_per_s": n / elapsed}
+
+
+def bench_local(folder: Path, tmp: Path, args) -> dict:
+    """The local engine as the CLI runs it (pool start and model load excluded)."""
+    from batch.local_engine import LocalEngine
+
+    with LocalEngine(args.model, workers=args.workers, batch_size=args.batch_size) as engine:
+        list(engine.score(folder, []))  # start the worker processes outside the clock
+        result = _run_engine(engine, folder, tmp / "local.csv")
+    result.update(workers=args.workers, batch_size=args.batch_size)
+    return result
+
+
+def bench_http(folder: Path, tmp: Path, args) -> dict:
+    """The http engine against a real TorchServe started through the project's launcher."""
+    from batch.http_engine import HttpEngine
+    from deploy.launcher import TorchServe
+
+    server = TorchServe(run_dir=tmp / "run")
+    server.start()
+    try:
+        engine = HttpEngine([server.inference_url], token=server.inference_token,
+                            concurrency=args.concurrency,
+                            images_per_request=args.images_per_request)
+        result = _run_engine(engine, folder, tmp / "http.csv")
+    finally:
+        server.stop()
+    result.update(concurrency=args.concurrency, images_per_request=args.images_per_request)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure and report; returns 0 when the measurements ran (targets are reported, not
+    enforced, since a shared machine can miss them for reasons outside this code)."""
+    tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
+    try:
+        folder = tmp / "digits"
+        folder.mkdir()
+        t0 = time.perf_counter()
+        size = write_pngs(folder, args.count, args.mnist_dir)
+        print(f"wrote {args.count} PNGs ({size / 1e6:.1f} MB) in "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        results = {"ceiling": bench_ceiling(folder, args.model, args.batch_size),
+                   "local": bench_local(folder, tmp, args)}
+        if not args.skip_http:
+            results["http"] = bench_http(folder, tmp, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_1m": os.getloadavg()[0]},
+        "files": args.count,
+        "results": results,
+        "ratios": {"local_vs_ceiling": results["local"]["images_per_s"]
+                   / results["ceiling"]["images_per_s"]},
+        "targets": {"local_vs_ceiling": TARGET_LOCAL_VS_CEILING,
+                    "http_vs_local": TARGET_HTTP_VS_LOCAL},
+    }
+    if "http" in results:
+        report["ratios"]["http_vs_local"] = (results["http"]["images_per_s"]
+                                             / results["local"]["images_per_s"])
+    print(table(report), file=sys.stderr)
+    print(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def table(report: dict) -> str:
+    """The results as an aligned text table."""
+    res = report["results"]
+    lines = [f"{'engine':<8} {'images':>7} {'errors':>6} {'seconds':>8} {'images/s':>9} "
+             f"{'ratio':>22}"]
+    ratio_text = {"local": f"{report['ratios']['local_vs_ceiling']:.2f} of ceiling "
+                           f"(>= {TARGET_LOCAL_VS_CEILING:.2f})"}
+    if "http_vs_local" in report["ratios"]:
+        ratio_text["http"] = (f"{report['ratios']['http_vs_local']:.2f} of local "
+                              f"(>= {TARGET_HTTP_VS_LOCAL:.2f})")
+    for name, r in res.items():
+        lines.append(f"{name:<8} {r['images']:>7} {r.get('errors', 0):>6} {r['elapsed_s']:>8.2f} "
+                     f"{r['images_per_s']:>9.1f} {ratio_text.get(name, ''):>22}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Command line: `python -m batch score ...` and `python -m batch bench ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from batch import EXIT_JOB_FAILED, EXIT_OK, EXIT_ROW_ERRORS
+
+logger = logging.getLogger(__name__)
+
+EPILOG = f"""exit status:
+  {EXIT_OK}  every file was scored
+  {EXIT_ROW_ERRORS}  finished, but some rows are errors (see the error column / --summary)
+  {EXIT_JOB_FAILED}  the job failed: bad arguments, model missing, output exists without
+     --resume/--overwrite, or TorchServe refused the token (401) / does not know the model
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `score` and `bench` sub-commands."""
+    parser = argparse.ArgumentParser(prog="python -m batch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True)
+    score = sub.add_parser(
+        "score", help="score every image under a folder into a CSV/JSONL file",
+        description="Score every image under INPUT_DIR exactly once; one row per file.",
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
+        epilog=EPILOG)
+    add_score_arguments(score)
+    bench = sub.add_parser("bench", help="measure ceiling, local and http engines (images/s)",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from batch.bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
+    return parser
+
+
+def add_score_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `score` (defaults shown in each help line)."""
+    p.add_argument("input_dir", type=Path, metavar="INPUT_DIR", help="folder to walk recursively")
+    io = p.add_argument_group("input and output")
+    io.add_argument("--output", "-o", type=Path, required=True,
+                    help="predictions file; .csv or .jsonl decides the format")
+    io.add_argument("--glob", default=None,
+                    help="fnmatch pattern on the relative path (or the name, if it has no '/') "
+                         "instead of the default: every extension Pillow reads")
+    io.add_argument("--resume", action="store_true",
+                    help="continue an existing output: skip files already in it (default: off)")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace an existing output (default: refuse)")
+    io.add_argument("--summary", type=Path, default=None, help="also write the summary as JSON")
+    io.add_argument("--plot", type=Path, default=None,
+                    help="PNG with histograms of predicted digits and confidence")
+    io.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    eng = p.add_argument_group("engine")
+    eng.add_argument("--engine", choices=("local", "http"), default="local",
+                     help="local: TorchScript in-process; http: TorchServe (default: local)")
+    loc = p.add_argument_group("local engine")
+    loc.add_argument("--model", type=Path, default=None,
+                     help="TorchScript .pt or .mar archive (default: artifacts/lenet.pt, else "
+                          "model_store/lenet.mar)")
+    loc.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                     help="preprocessing processes; 0 = in the main process "
+                          f"(default: cores = {os.cpu_count()})")
+    loc.add_argument("--batch-size", type=int, default=256,
+                     help="images per forward pass (default: 256)")
+    loc.add_argument("--chunk-size", type=int, default=64,
+                     help="files per preprocessing task (default: 64)")
+    loc.add_argument("--torch-threads", type=int, default=1,
+                     help="intra-op threads for inference on CPU (default: 1; the model is "
+                          "tiny, decoding dominates)")
+    loc.add_argument("--device", default="auto",
+                     help="auto (CUDA when available), cpu, cuda, cuda:N (default: auto)")
+    http = p.add_argument_group("http engine")
+    http.add_argument("--url", action="append", default=None,
+                      help="inference API base URL; repeat to spread round-robin "
+                           "(default: http://127.0.0.1:8080)")
+    http.add_argument("--model-name", default="lenet", help="registered model (default: lenet)")
+    http.add_argument("--management-url", default=None,
+                      help="management API, to record the served model version (default: none)")
+    http.add_argument("--concurrency", type=int, default=8,
+                      help="requests in flight (default: 8)")
+    http.add_argument("--images-per-request", type=int, default=8,
+                      help="images per multipart request (default: 8)")
+    http.add_argument("--max-attempts", type=int, default=10,
+                      help="tries per request on connection errors/5xx/503 (default: 10)")
+    http.add_argument("--timeout", type=float, default=30.0,
+                      help="seconds per HTTP request (default: 30)")
+
+
+def make_engine(args: argparse.Namespace):
+    """The engine the options ask for."""
+    if args.engine == "local":
+        from batch.local_engine import LocalEngine
+
+        return LocalEngine(args.model, device=args.device, workers=args.workers,
+                           batch_size=args.batch_size, chunk_size=args.chunk_size,
+                           torch_threads=args.torch_threads)
+    from batch.http_engine import HttpEngine, RetryPolicy
+
+    return HttpEngine(args.url or ["http://127.0.0.1:8080"], model_name=args.model_name,
+                      concurrency=args.concurrency, images_per_request=args.images_per_request,
+                      retry=RetryPolicy(max_attempts=args.max_attempts), timeout=args.timeout,
+                      management_url=args.management_url)
+
+
+def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Reject inconsistent options before any work starts (argparse exits with status 2)."""
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    for name in ("batch_size", "chunk_size", "torch_threads", "concurrency",
+                 "images_per_request", "max_attempts"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    if not args.input_dir.is_dir():
+        parser.error(f"INPUT_DIR {args.input_dir} is not a folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status documented in the epilog."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "bench":
+        from batch.bench import run as run_bench
+
+        return run_bench(args)
+    validate(args, parser)
+    from batch.job import JobError, run_job
+
+    try:
+        summary = run_job(args, make_engine)
+    except JobError as exc:
+        print(f"batch score: error: {exc}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    print(summary.text(), file=sys.stderr)
+    return EXIT_ROW_ERRORS if summary.errors else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
