@@ -63,7 +63,8 @@ _MAX_THRESHOLD = 0.35  # ... nor above 35 % of it (a digit covering half the ima
 _INK_PERCENTILE = 90  # the ink level is the 90th percentile of ink pixels: stroke cores -> 1.0
 _MIN_CONTRAST = 0.06  # below this ink-vs-background difference the image counts as blank
 _MIN_INK_PIXELS = 3  # fewer ink pixels than this is noise, not a digit
-_MASS_TRIM = 0.002  # the bounding box ignores the outermost 0.2 % of ink mass on each side ...
+_STRONG_INK = 0.25  # the bounding box is measured on pixels at least this inked ...
+_MASS_TRIM = 0.002  # ... ignores the outermost 0.2 % of ink mass on each side ...
 _FRINGE = 0.06  # ... then grows back over contiguous ink by up to 6 % of its extent (fringes)
 
 
@@ -301,9 +302,10 @@ def _background_field(ink: np.ndarray) -> np.ndarray | float:
     """Estimate the (possibly uneven) background of a bright-ink-on-dark image.
 
     A coarse grid of tiles, each summarised by a low percentile (ink is bright, so the lower part
-    of a tile's histogram is paper unless ink covers most of it), then a 3x3 minimum over the
-    grid so that a tile crossed by a thick stroke borrows its neighbours' level, then bilinear
-    interpolation back to full size. This follows shadows, vignetting and lighting gradients of
+    of a tile's histogram is paper unless ink covers most of it), then a 3x3 median over the
+    grid so that a tile crossed by a thick stroke takes its neighbours' level while a lighting
+    gradient passes unchanged (the median of a ramp is its middle), then bilinear interpolation
+    back to full size. This follows shadows, vignetting and lighting gradients of
     phone photos without scipy.
     """
     h, w = ink.shape
@@ -317,30 +319,40 @@ def _background_field(ink: np.ndarray) -> np.ndarray | float:
     tiles = ink[: rows * th, : cols * tw].reshape(rows, th, cols, tw).transpose(0, 2, 1, 3)
     level = np.percentile(tiles.reshape(rows, cols, th * tw), _TILE_PERCENTILE, axis=2)
     padded = np.pad(level, 1, mode="edge")
-    level = np.min(
+    level = np.median(
         [padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3)], axis=0
     ).astype(np.float32)
     # Tile centres sit at (i + 0.5) * th; resizing the grid with BILINEAR maps them the same way.
     return np.asarray(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR))
 
 
+def _ink_is_dark(gray: np.ndarray) -> bool:
+    """Is this dark ink on light paper (how people write), rather than MNIST's light on dark?
+
+    The border is paper. Ink is whatever departs from the paper level by more than the paper's
+    own variation (grain, JPEG noise, a lighting gradient: 3 robust deviations of the border);
+    the side with more such departure mass is the ink's. Comparing mass rather than percentiles
+    keeps this right when the digit covers well under 1 % of a large canvas.
+    """
+    border = _border(gray)
+    paper = float(np.median(border))
+    spread = 3.0 * 1.4826 * float(np.median(np.abs(border - paper)))
+    deviation = gray - paper
+    darker = float(np.clip(-deviation - spread, 0.0, None).sum())
+    lighter = float(np.clip(deviation - spread, 0.0, None).sum())
+    return darker > lighter
+
+
 def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
     """White-on-black ink in [0, 1] with background removed and contrast stretched, or None."""
-    # Polarity: the border is paper. If it is nearer the bright end of the histogram than the
-    # dark end, the ink is dark on light paper (how people write) and must be inverted.
-    flat = np.sort(gray, axis=None)
-    n = flat.size
-    dark, bright = float(flat[int(0.01 * (n - 1))]), float(flat[int(0.99 * (n - 1))])
-    if n < 64:  # tiny images: percentiles of a handful of pixels are the extremes
-        dark, bright = float(flat[0]), float(flat[-1])
-    paper = float(np.median(_border(gray)))
-    if paper - dark > bright - paper:
+    if _ink_is_dark(gray):
         gray = 1.0 - gray
     residual = gray - _background_field(gray)
 
     # Noise from the lower half of the residual histogram, which is background as long as ink
     # covers less than half the image: sigma ~ P50 - P16 for Gaussian noise (JPEG, paper grain).
     flat = np.sort(residual, axis=None)
+    n = flat.size
     p16, p50 = float(flat[int(0.16 * (n - 1))]), float(flat[int(0.50 * (n - 1))])
     floor = p50 + _NOISE_SIGMAS * max(p50 - p16, 0.0)
     candidates = flat[flat > floor + _MIN_THRESHOLD * (1.0 - floor)]
@@ -360,9 +372,14 @@ def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
-def _extent(profile: np.ndarray) -> tuple[int, int]:
-    """[start, stop) of the ink along one axis, ignoring stray specks in the outermost mass."""
-    cumulative = np.cumsum(profile)
+def _extent(strong: np.ndarray, profile: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of the ink along one axis.
+
+    `strong` is the profile of clearly inked pixels only, so faint residue spread over a large
+    photo cannot stretch the box; stray specks in its outermost mass are ignored too. `profile`
+    (all ink) then lets the box grow back over the anti-aliased fringe.
+    """
+    cumulative = np.cumsum(strong)
     total = cumulative[-1]
     start = int(np.searchsorted(cumulative, _MASS_TRIM * total, side="right"))
     stop = int(np.searchsorted(cumulative, (1.0 - _MASS_TRIM) * total, side="left")) + 1
@@ -382,10 +399,23 @@ def _extent(profile: np.ndarray) -> tuple[int, int]:
     return start, stop
 
 
+def _local_mean(ink: np.ndarray) -> np.ndarray:
+    """3x3 box mean. A stroke, even a 1 px anti-aliased one, keeps a 3x3 mean near a third of
+    its value or more; an isolated speck of paper grain that survived the threshold does not."""
+    h, w = ink.shape
+    padded = np.pad(ink, 1)
+    total = np.zeros_like(ink)
+    for dy in range(3):
+        for dx in range(3):
+            total += padded[dy : dy + h, dx : dx + w]
+    return total * (1.0 / 9.0)
+
+
 def _fit_box(ink: np.ndarray) -> np.ndarray:
     """Crop to the ink and scale, aspect preserved, so the longer side is DIGIT_BOX pixels."""
-    top, bottom = _extent(ink.sum(axis=1))
-    left, right = _extent(ink.sum(axis=0))
+    strong = np.where((ink >= _STRONG_INK) & (_local_mean(ink) >= _STRONG_INK * 0.8), ink, 0.0)
+    top, bottom = _extent(strong.sum(axis=1), ink.sum(axis=1))
+    left, right = _extent(strong.sum(axis=0), ink.sum(axis=0))
     crop = ink[top:bottom, left:right]
     h, w = crop.shape
     longer = max(h, w)
