@@ -61,7 +61,8 @@ _NOISE_SIGMAS = 3.0  # the soft threshold starts this many noise deviations abov
 _MIN_THRESHOLD = 0.02  # ... and never below 2 % of the ink level (drops quantisation dust)
 _MAX_THRESHOLD = 0.35  # ... nor above 35 % of it (a digit covering half the image inflates sigma)
 _INK_PERCENTILE = 90  # the ink level is the 90th percentile of ink pixels: stroke cores -> 1.0
-_MIN_CONTRAST = 0.06  # below this ink-vs-background difference the image counts as blank
+_MIN_CONTRAST = 0.06  # below this ink-vs-background difference the image counts as blank ...
+_MIN_CONTRAST_SIGMAS = 8.0  # ... or below this many noise deviations (blank paper's own grain)
 _MIN_INK_PIXELS = 3  # fewer ink pixels than this is noise, not a digit
 _STRONG_INK = 0.25  # the bounding box is measured on pixels at least this inked ...
 _MASS_TRIM = 0.002  # ... ignores the outermost 0.2 % of ink mass on each side ...
@@ -85,8 +86,13 @@ def decode_image(data: bytes) -> Image.Image:
     size = len(data)
     if size == 0:
         raise InvalidImage("empty image data (0 bytes)")
+    # Image.open(formats=...) raises KeyError for a name Pillow has not registered: 'MPO' is not
+    # one in Pillow 13 (the JPEG plugin opens MPO files), and plugins past PNG/JPEG/BMP/GIF load
+    # only on init(). Unfiltered, every BMP/GIF/TIFF/WebP was refused as "cannot decode".
+    Image.init()  # loads every plugin once; a no-op afterwards
+    formats = [f for f in ACCEPTED_FORMATS if f in Image.OPEN]
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own (global, looser) guard fired while reading the header; ours is stricter,
         # so this is always a rejection. The warning class only arrives as an exception when
@@ -354,12 +360,14 @@ def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
     flat = np.sort(residual, axis=None)
     n = flat.size
     p16, p50 = float(flat[int(0.16 * (n - 1))]), float(flat[int(0.50 * (n - 1))])
-    floor = p50 + _NOISE_SIGMAS * max(p50 - p16, 0.0)
+    sigma = max(p50 - p16, 0.0)
+    floor = p50 + _NOISE_SIGMAS * sigma
     candidates = flat[flat > floor + _MIN_THRESHOLD * (1.0 - floor)]
     if candidates.size < _MIN_INK_PIXELS:
         return None
     ink_level = float(candidates[int(_INK_PERCENTILE / 100 * (candidates.size - 1))])
-    if ink_level - p50 < _MIN_CONTRAST:
+    if ink_level - p50 < max(_MIN_CONTRAST, _MIN_CONTRAST_SIGMAS * sigma):
+        # A photo of blank paper: its "ink" is the top of its own noise distribution.
         return None
     # Soft threshold: a linear ramp from the noise floor to the ink level, so anti-aliased
     # stroke edges keep their grey levels while paper texture and JPEG ringing go to zero.
