@@ -69,9 +69,12 @@ def save_torchscript(model: nn.Module, path: Path, metadata: dict) -> torch.jit.
     Also writes the same JSON next to it (`path` with suffix .json). Returns the scripted module.
     """
     model = model.cpu().eval()
-    scripted = torch.jit.script(model)
     json_text = json.dumps(metadata, indent=2, sort_keys=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # torch 2.13 marks TorchScript deprecated, but it is the format TorchServe 0.12's
+        # handler and the artifact contract use; the warning is not actionable here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(model)
         torch.jit.save(scripted, str(tmp), _extra_files={METADATA_NAME: json_text})
     write_text_atomic(path.with_suffix(".json"), json_text + "\n")
     logger.info("wrote %s and %s", path, path.with_suffix(".json"))

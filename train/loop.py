@@ -30,7 +30,7 @@ class FitConfig:
     batch_size: int = 128
     max_lr: float = 4e-3
     weight_decay: float = 1e-4
-    label_smoothing: float = 0.05
+    label_smoothing: float = 0.0
     augment: bool = True
     eval_batch_size: int = 2000
     progress: bool = True

@@ -153,6 +153,10 @@ def load_verified(data_dir: Path, *, verify: bool = True) -> Mnist:
     for name in FILE_NAMES:
         path = find_file(data_dir, name)
         data = read_bytes(path)
+        # Structure first: "wrong magic" or "truncated" says more than a bare checksum mismatch.
+        arrays[name] = parse_idx(
+            data, images="images" in name, expected_count=_expected_count(name), source=str(path)
+        )
         digest = hashlib.sha256(data).hexdigest()
         if verify and digest != SHA256[name]:
             raise _fail(
@@ -160,9 +164,6 @@ def load_verified(data_dir: Path, *, verify: bool = True) -> Mnist:
                 f"expected {SHA256[name]}"
             )
         digests[name] = digest
-        arrays[name] = parse_idx(
-            data, images="images" in name, expected_count=_expected_count(name), source=str(path)
-        )
     for split in ("train", "t10k"):
         n_img = len(arrays[f"{split}-images-idx3-ubyte"])
         n_lab = len(arrays[f"{split}-labels-idx1-ubyte"])
