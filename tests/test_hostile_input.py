@@ -91,9 +91,10 @@ def test_hostile_case(torchserve, worker_pids_before, case):
             assert answer.digit == case.label, f"{where}: got {answer.digit}, not {case.label}"
 
 
-def test_no_worker_restarted_and_server_still_answers(torchserve, worker_pids_before, mnist_png):
+def test_no_worker_restarted_and_server_still_answers(torchserve, worker_pids_before):
     """After the whole corpus (this test runs last): same workers, right digit."""
-    png, label = mnist_png
+    control = next(case for case in CORPUS if case.id == "png_plain_mnist")
+    png, label = control.body, control.label
     ep = endpoints(torchserve)
     resp = requests.post(
         ep.predict_url,
