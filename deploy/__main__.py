@@ -1,0 +1,182 @@
+"""`python -m deploy archive|serve|stop|status`: build lenet.mar and run TorchServe locally.
+
+- `archive`: build model_store/lenet.mar from artifacts/lenet.pt (deploy/archive.py);
+- `serve`:   start TorchServe in the background, return once /ping is healthy and the workers
+             are READY; print where it listens (pid file and logs in the run dir);
+- `stop`:    stop the background server and check nothing of it is left;
+- `status`:  health and workers of the background server.
+Set LENET_TOKEN_AUTH=off for a tokens-off local run (no key file, clients send no header).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from deploy import keys
+from deploy.archive import DEFAULT_ARTIFACT, ArchiveError, archive_contents, build_archive
+from deploy.launcher import DEFAULT_MODEL_STORE, PID_FILE_NAME, ServeError, TorchServe
+
+
+def _pid_file(run_dir: Path) -> Path:
+    return run_dir / PID_FILE_NAME
+
+
+def _load_running(run_dir: Path) -> TorchServe | None:
+    """The background server recorded in the run dir's pid file, if its process is alive."""
+    try:
+        record = json.loads(_pid_file(run_dir).read_text())
+    except FileNotFoundError:
+        return None
+    server = TorchServe(
+        model_store=record["model_store"],
+        run_dir=run_dir,
+        inference_port=record["inference_port"],
+        management_port=record["management_port"],
+        metrics_port=record["metrics_port"],
+        grpc_ports=tuple(record["grpc_ports"]),
+        token_auth=record["token_auth"],
+    ).attach(record["pgid"])
+    if not server.group_processes():
+        _pid_file(run_dir).unlink(missing_ok=True)  # stale: the server is gone
+        return None
+    return server
+
+
+def cmd_archive(args) -> int:
+    try:
+        mar = build_archive(args.artifact, args.model_store, version=args.version)
+    except (ArchiveError, RuntimeError) as exc:
+        print(f"archive failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {mar}")
+    for name in archive_contents(mar):
+        print(f"  {name}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    run_dir = args.run_dir.resolve()
+    running = _load_running(run_dir)
+    if running is not None:
+        print(f"TorchServe already running (pid {running.pid}) at {running.inference_url}; "
+              "`python -m deploy stop` first")  # fmt: skip
+        return 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    server = TorchServe(
+        model_store=args.model_store,
+        run_dir=run_dir,
+        inference_port=args.inference_port,
+        management_port=args.management_port,
+        metrics_port=args.metrics_port,
+    )
+    try:
+        server.start(timeout=args.timeout)
+    except ServeError as exc:
+        print(f"TorchServe failed to start:\n{exc}", file=sys.stderr)
+        return 1
+    record = {
+        "pgid": server.pid,
+        "model_store": str(server.model_store),
+        "inference_port": server.inference_port,
+        "management_port": server.management_port,
+        "metrics_port": server.metrics_port,
+        "grpc_ports": list(server.grpc_ports),
+        "token_auth": server.token_auth,
+    }
+    _pid_file(run_dir).write_text(json.dumps(record, indent=2) + "\n")
+    workers = server.workers()
+    print(f"TorchServe is serving lenet (pid {server.pid}, {len(workers)} worker(s))")
+    print(f"  predict:    POST {server.predict_url}")
+    print(f"  management: {server.management_url}   metrics: {server.metrics_url}/metrics")
+    auth = f"on, keys in {server.key_file}" if server.token_auth else "OFF (LENET_TOKEN_AUTH=off)"
+    print(f"  token auth: {auth}")
+    print(f"  logs:       {run_dir / 'logs'}   stop with: make stop")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    run_dir = args.run_dir.resolve()
+    server = _load_running(run_dir)
+    if server is None:
+        print(f"no TorchServe running from {run_dir}")
+        return 0
+    pid = server.pid
+    try:
+        server.stop(timeout=args.timeout)
+    except ServeError as exc:
+        print(f"stop failed: {exc}", file=sys.stderr)
+        return 1
+    _pid_file(run_dir).unlink(missing_ok=True)
+    print(f"TorchServe (pid {pid}) stopped; no process or port left")
+    return 0
+
+
+def cmd_status(args) -> int:
+    run_dir = args.run_dir.resolve()
+    server = _load_running(run_dir)
+    if server is None:
+        print(f"no TorchServe running from {run_dir}")
+        return 1
+    try:
+        workers = server.workers()
+    except Exception as exc:  # any failure to ask is itself the status to report
+        print(f"TorchServe pid {server.pid} is running but not answering: {exc}")
+        return 1
+    print(f"TorchServe pid {server.pid} at {server.inference_url}")
+    for w in workers:
+        print(f"  worker {w['id']}: pid {w['pid']} {w['status']}")
+    return 0 if workers and all(w["status"] == "READY" for w in workers) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    a = sub.add_parser("archive", help="build model_store/lenet.mar", formatter_class=fmt)
+    paths = a.add_argument_group("paths")
+    paths.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="TorchScript model")
+    paths.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE, help="output dir")
+    a.add_argument("--version", help="model version (default: from the artifact's metadata)")
+    a.set_defaults(func=cmd_archive)
+
+    for name, func, text in (
+        ("serve", cmd_serve, "start TorchServe in the background"),
+        ("stop", cmd_stop, "stop the background TorchServe"),
+        ("status", cmd_status, "health and workers of the background TorchServe"),
+    ):
+        p = sub.add_parser(name, help=text, formatter_class=fmt)
+        where = p.add_argument_group("where")
+        where.add_argument("--run-dir", type=Path, default=keys.run_dir(),
+                           help="pid file, key file and logs (env LENET_RUN_DIR)")  # fmt: skip
+        if name == "serve":
+            where.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE)
+            ports = p.add_argument_group("ports (127.0.0.1)")
+            ports.add_argument("--inference-port", type=int, default=8080)
+            ports.add_argument("--management-port", type=int, default=8081)
+            ports.add_argument("--metrics-port", type=int, default=8082)
+        if name != "status":
+            p.add_argument("--timeout", type=float, default=180.0 if name == "serve" else 30.0,
+                           help="seconds to wait for ready / for exit")  # fmt: skip
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m deploy`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
