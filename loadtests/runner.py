@@ -172,19 +172,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+DEFAULT_MODEL_STORE = REPO_ROOT / "model_store"
+
+
+def model_store_dir() -> Path:
+    """The model store to serve from: `LENET_MODEL_STORE`, else the repository's model_store/."""
+    return Path(os.environ.get("LENET_MODEL_STORE", DEFAULT_MODEL_STORE))
+
+
 @dataclass
 class ServerHandle:
     """A started local TorchServe: where to send requests and how to find its processes."""
 
     url: str
     key_file: Path
+    pid: int | None
     server: object
     started_at: float
-
-    @property
-    def pid(self) -> int | None:
-        """The frontend's pid, found from the inference port it listens on."""
-        return listening_pid(int(self.url.rsplit(":", 1)[1]))
 
 
 @contextmanager
@@ -194,27 +198,32 @@ def local_server(
     config_overrides: dict | None = None,
     env: dict | None = None,
     stock: bool = False,
+    model_store: Path | None = None,
 ) -> Iterator[ServerHandle]:
-    """Start TorchServe through the project's launcher on free ports; always stop it."""
+    """Start TorchServe through the project's launcher on free ports; always stop it.
+
+    `started_at` is taken just before the launcher is asked to start, for cold-start timing.
+    """
     from deploy.launcher import TorchServe
 
-    ports = [free_port() for _ in range(3)]
     server = TorchServe(
+        model_store=model_store or model_store_dir(),
         run_dir=run_dir,
-        inference_port=ports[0],
-        management_port=ports[1],
-        metrics_port=ports[2],
+        inference_port=free_port(),
+        management_port=free_port(),
+        metrics_port=free_port(),
         config_overrides=config_overrides or {},
         model_config_overrides=model_config_overrides or {},
         env=env,
-        **({"stock": True} if stock else {}),
+        stock=stock,
     )
     started = time.perf_counter()
     server.start()
     try:
         yield ServerHandle(
-            url=f"http://127.0.0.1:{ports[0]}",
-            key_file=Path(run_dir) / "key_file.json",
+            url=server.inference_url,
+            key_file=server.key_file,
+            pid=server.pid,
             server=server,
             started_at=started,
         )
