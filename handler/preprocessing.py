@@ -65,6 +65,7 @@ _MIN_CONTRAST = 0.06  # below this ink-vs-background difference the image counts
 _MIN_CONTRAST_SIGMAS = 8.0  # ... or below this many noise deviations (blank paper's own grain)
 _MIN_INK_PIXELS = 3  # fewer ink pixels than this is noise, not a digit
 _STRONG_INK = 0.25  # the bounding box is measured on pixels at least this inked ...
+_SPECK_MASS = 0.03  # ... drops detached end pieces lighter than 3 % of the ink (dust, ticks),
 _MASS_TRIM = 0.002  # ... ignores the outermost 0.2 % of ink mass on each side ...
 _FRINGE = 0.06  # ... then grows back over contiguous ink by up to 6 % of its extent (fringes)
 
@@ -381,16 +382,38 @@ def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
 
 
 def _extent(strong: np.ndarray, profile: np.ndarray) -> tuple[int, int]:
-    """[start, stop) of the ink along one axis.
+    """[start, stop) of the ink along one axis, from its projection profiles.
 
     `strong` is the profile of clearly inked pixels only, so faint residue spread over a large
-    photo cannot stretch the box; stray specks in its outermost mass are ignored too. `profile`
-    (all ink) then lets the box grow back over the anti-aliased fringe.
+    photo cannot stretch the box. Separate runs of ink at either end holding under
+    `_SPECK_MASS` of the total (a dot of dust, a pen tick beside the digit) are dropped, and the
+    outermost `_MASS_TRIM` of mass is ignored. `profile` (all ink) then lets the box grow back
+    over the anti-aliased fringe that the trim and the strong-ink test cut off.
     """
-    cumulative = np.cumsum(strong)
+    if not strong.any():  # only faint ink: measure that instead
+        strong = profile
+    inked = np.concatenate(([0], (strong > 0).astype(np.int8), [0]))
+    edges = np.diff(inked)
+    run_starts, run_stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    cumulative = np.concatenate(([0.0], np.cumsum(strong, dtype=np.float64)))
     total = cumulative[-1]
-    start = int(np.searchsorted(cumulative, _MASS_TRIM * total, side="right"))
-    stop = int(np.searchsorted(cumulative, (1.0 - _MASS_TRIM) * total, side="left")) + 1
+    run_mass = cumulative[run_stops] - cumulative[run_starts]
+    first, last = 0, len(run_starts) - 1
+    while first < last and run_mass[first] < _SPECK_MASS * total:
+        first += 1
+    while last > first and run_mass[last] < _SPECK_MASS * total:
+        last -= 1
+    low, high = int(run_starts[first]), int(run_stops[last])
+    kept = cumulative[high] - cumulative[low]
+    start = low + int(
+        np.searchsorted(cumulative[low + 1 : high + 1] - cumulative[low], _MASS_TRIM * kept)
+    )
+    stop = low + 1 + int(
+        np.searchsorted(
+            cumulative[low + 1 : high + 1] - cumulative[low], (1.0 - _MASS_TRIM) * kept
+        )
+    )
+    stop = min(max(stop, start + 1), high)
     # Grow back over contiguous ink (anti-aliased fringes the trim cut off), but only a little,
     # so that a speck a gap away is not pulled back in.
     grow = max(1, round(_FRINGE * (stop - start)))

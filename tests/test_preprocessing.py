@@ -1,0 +1,506 @@
+"""Unit tests of handler.preprocessing: every format and mode a user may send, the MNIST-style
+geometry (ink cropped, longer side 20 px, centre of mass at (14, 14)), inversion, transparency,
+high bit depths, and every way a bad upload must become InvalidImage with a useful message."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import struct
+import time
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from handler.normalization import MNIST_MEAN, MNIST_STD, normalize
+from handler.preprocessing import (
+    MAX_IMAGE_PIXELS,
+    InvalidImage,
+    decode_image,
+    preprocess,
+    to_mnist,
+)
+
+# --- fixtures and helpers ---------------------------------------------------------------------
+
+
+def _ink_mask(size: tuple[int, int] = (120, 90), offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A '4'-like glyph (asymmetric, so rotations and flips are detectable) as ink in [0, 1]."""
+    width, height = size
+    canvas = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(canvas)
+    ox, oy = offset
+    x0, y0 = width * 0.3 + ox, height * 0.15 + oy
+    s = min(width, height) * 0.6
+    stroke = max(2, int(s / 9))
+    corner = [(x0 + s * 0.45, y0), (x0, y0 + s * 0.65), (x0 + s * 0.7, y0 + s * 0.65)]
+    draw.line(corner, 255, stroke)
+    draw.line([(x0 + s * 0.5, y0 + s * 0.25), (x0 + s * 0.5, y0 + s * 1.05)], 255, stroke)
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def ink() -> np.ndarray:
+    return _ink_mask()
+
+
+@pytest.fixture(scope="module")
+def reference(ink) -> np.ndarray:
+    """What the glyph should become: white-on-black L input needs no inversion or cleaning."""
+    return to_mnist(Image.fromarray((ink * 255).astype(np.uint8), "L"))
+
+
+def dark_on_light(ink: np.ndarray, paper: int = 235, pen: int = 30) -> Image.Image:
+    return Image.fromarray((paper + (pen - paper) * ink).round().astype(np.uint8), "L")
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Pixel difference of two 28x28 results, forgiving a translation of at most one pixel.
+
+    Centring rounds the centre of mass to whole pixels (as MNIST did), so a centre that sits
+    near x.5 may land one pixel either way after a lossy re-encoding; the shape must still match.
+    """
+    best = float("inf")
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            shifted = np.roll(np.roll(a, dy, axis=0), dx, axis=1)
+            best = min(best, float(np.abs(shifted - b).mean()))
+    return best
+
+
+def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
+    mass = pixels.sum()
+    rows, cols = np.arange(pixels.shape[0]), np.arange(pixels.shape[1])
+    return float(pixels.sum(1) @ rows / mass), float(pixels.sum(0) @ cols / mass)
+
+
+def ink_extent(pixels: np.ndarray, level: float = 0.05) -> tuple[int, int]:
+    rows = np.flatnonzero((pixels > level).any(axis=1))
+    cols = np.flatnonzero((pixels > level).any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+# Same glyph, different encodings: close to the reference. Lossy JPEG gets a wider tolerance.
+CLOSE = 0.02
+CLOSE_LOSSY = 0.04
+
+
+# --- output contract --------------------------------------------------------------------------
+
+
+def test_to_mnist_contract(reference):
+    assert reference.shape == (28, 28)
+    assert reference.dtype == np.float32
+    assert reference.min() >= 0.0 and reference.max() <= 1.0
+    assert reference.max() == pytest.approx(1.0)  # ink stretched to full intensity
+    assert reference[0].sum() == 0 and reference[:, 0].sum() == 0  # MNIST's empty margin
+
+
+def test_preprocess_is_normalised_to_mnist(ink, reference):
+    data = encode(dark_on_light(ink), "PNG")
+    out = preprocess(data)
+    assert out.shape == (1, 28, 28) and out.dtype == np.float32
+    np.testing.assert_allclose(out, normalize(to_mnist(decode_image(data)))[np.newaxis])
+    # Background is exactly MNIST's black after normalisation.
+    assert out[0, 0, 0] == pytest.approx(-MNIST_MEAN / MNIST_STD)
+
+
+# --- geometry ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (-25, -10), (30, 15), (-30, 20)])
+@pytest.mark.parametrize("size", [(120, 90), (400, 300), (64, 64)])
+def test_centre_of_mass_lands_at_14_14_and_longer_side_is_20(size, offset):
+    out = to_mnist(dark_on_light(_ink_mask(size, (offset[0] * size[0] // 120, offset[1]))))
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5, (cy, cx)
+    assert max(ink_extent(out, level=0.0)) == 20
+
+
+def test_aspect_ratio_is_kept_for_a_wide_stroke():
+    canvas = Image.new("L", (300, 200), 255)
+    ImageDraw.Draw(canvas).rectangle([40, 90, 240, 119], fill=0)  # 201 x 30 bar, ratio ~6.7
+    out = to_mnist(canvas)
+    height, width = ink_extent(out, level=0.0)
+    assert width == 20
+    assert 2 <= height <= 4  # 20 / 6.7 = 3 px, not stretched to a square
+
+
+def test_scale_invariance(ink, reference):
+    big = Image.fromarray((ink * 255).astype(np.uint8)).resize((480, 360), Image.Resampling.BICUBIC)
+    assert mean_abs_diff(to_mnist(big), reference) < CLOSE_LOSSY
+
+
+# --- inversion, background, contrast ----------------------------------------------------------
+
+
+def test_dark_on_light_equals_light_on_dark(ink, reference):
+    assert mean_abs_diff(to_mnist(dark_on_light(ink)), reference) < CLOSE
+
+
+def test_low_contrast_pencil_on_grey_paper_is_stretched(ink, reference):
+    out = to_mnist(dark_on_light(ink, paper=170, pen=120))
+    assert out.max() == pytest.approx(1.0)
+    assert mean_abs_diff(out, reference) < CLOSE
+
+
+def test_uneven_lighting_and_grain_are_removed(ink, reference):
+    rng = np.random.default_rng(7)
+    height, width = ink.shape
+    ramp = np.linspace(-30, 30, width, dtype=np.float32)[np.newaxis, :]  # shadow across the page
+    paper = 215 + ramp + rng.normal(0, 4, size=ink.shape)
+    photo = np.clip(paper * (1 - ink) + 40 * ink, 0, 255).astype(np.uint8)
+    data = encode(Image.fromarray(photo, "L").convert("RGB"), "JPEG", quality=75)
+    out = to_mnist(decode_image(data))
+    assert mean_abs_diff(out, reference) < 0.05
+    # No paper grain survives far from the glyph: the margin of the 28x28 field stays black.
+    assert out[:3].max() == 0 and out[-3:].max() == 0
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (50, 40), 255),
+        Image.new("L", (50, 40), 0),
+        Image.new("RGB", (300, 200), (200, 190, 170)),
+        Image.new("RGBA", (40, 40), (0, 0, 0, 0)),
+    ],
+    ids=["white", "black", "cream-rgb", "fully-transparent"],
+)
+def test_blank_image_gives_zeros(image):
+    out = to_mnist(image)
+    assert out.shape == (28, 28) and not out.any()
+
+
+def test_blank_noisy_paper_photo_gives_zeros():
+    rng = np.random.default_rng(3)
+    paper = np.clip(rng.normal(210, 5, size=(240, 320)), 0, 255).astype(np.uint8)
+    data = encode(Image.fromarray(paper, "L"), "JPEG", quality=70)
+    assert not to_mnist(decode_image(data)).any()
+
+
+def test_speck_of_dust_does_not_stretch_the_box(ink, reference):
+    image = dark_on_light(ink)
+    ImageDraw.Draw(image).rectangle([2, 2, 3, 3], fill=30)  # a 2x2 dot in the corner
+    assert mean_abs_diff(to_mnist(image), reference) < CLOSE
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "params", "tolerance"),
+    [
+        ("PNG", {}, CLOSE),
+        ("JPEG", {"quality": 85}, CLOSE_LOSSY),
+        ("BMP", {}, CLOSE),
+        ("TIFF", {}, CLOSE),
+        ("TIFF", {"compression": "tiff_lzw"}, CLOSE),
+        ("WEBP", {"lossless": True}, CLOSE),
+        ("WEBP", {"quality": 80}, CLOSE_LOSSY),
+        ("GIF", {}, CLOSE),
+    ],
+    ids=["png", "jpeg", "bmp", "tiff", "tiff-lzw", "webp-lossless", "webp-lossy", "gif"],
+)
+def test_every_format_decodes_to_the_same_digit(ink, reference, fmt, params, tolerance):
+    data = encode(dark_on_light(ink).convert("RGB"), fmt, **params)
+    assert mean_abs_diff(preprocess(data)[0], normalize(reference)) * MNIST_STD < tolerance
+
+
+def test_jpeg_exif_orientation_6_is_applied(ink, reference):
+    upright = dark_on_light(ink).convert("RGB")
+    # Orientation 6 = "rotate 90 degrees clockwise to display": store it rotated the other way.
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated_data = encode(stored, "JPEG", quality=90, exif=exif)
+    decoded = decode_image(rotated_data)
+    assert stored.size != upright.size and decoded.size == upright.size
+    fixed = mean_abs_diff(to_mnist(decoded), reference)
+    assert fixed < CLOSE_LOSSY
+    # Without the tag the same pixels are a sideways glyph: the EXIF step is what fixed it.
+    plain = to_mnist(decode_image(encode(stored, "JPEG", quality=90)))
+    assert mean_abs_diff(plain, reference) > max(CLOSE_LOSSY, 3 * fixed)
+
+
+def test_animated_gif_uses_the_first_frame(ink, reference):
+    first = dark_on_light(ink).convert("P")
+    second = dark_on_light(ink.T.copy()).convert("P")  # a different (transposed) glyph
+    data = encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    out = to_mnist(decode_image(data))
+    assert mean_abs_diff(out, reference) < CLOSE
+    assert mean_abs_diff(out, to_mnist(second)) > 3 * CLOSE
+
+
+def test_multipage_tiff_uses_the_first_page(ink, reference):
+    first, second = dark_on_light(ink), dark_on_light(ink[::-1].copy())
+    data = encode(first, "TIFF", save_all=True, append_images=[second])
+    assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE
+
+
+def test_large_photo_is_downscaled_early_and_fast(ink, reference):
+    photo = dark_on_light(ink).resize((4000, 3000), Image.Resampling.BILINEAR).convert("RGB")
+    data = encode(photo, "JPEG", quality=90)
+    decoded = decode_image(data)
+    assert max(decoded.size) < 1000  # decoded at 1/8 DCT scale, not 12 megapixels
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        out = preprocess(data)[0]
+        timings.append(time.perf_counter() - start)
+    assert min(timings) < 0.25, timings  # tens of ms normally; generous for a shared machine
+    assert mean_abs_diff(out, normalize(reference)) * MNIST_STD < CLOSE_LOSSY
+
+
+def test_small_png_costs_well_under_a_millisecond(reference):
+    data = encode(Image.fromarray((reference * 255).astype(np.uint8), "L"), "PNG")
+    preprocess(data)
+    timings = []
+    for _ in range(50):
+        start = time.perf_counter()
+        preprocess(data)
+        timings.append(time.perf_counter() - start)
+    # ~0.2 ms measured; 1 ms leaves room for a machine shared with other test runs.
+    assert statistics.median(timings) < 1e-3, statistics.median(timings)
+
+
+# --- modes ------------------------------------------------------------------------------------
+
+
+def _modes(ink: np.ndarray) -> dict[str, Image.Image]:
+    gray = dark_on_light(ink)
+    rgb = gray.convert("RGB")
+    blue_pen = np.stack([235 - 200 * ink, 235 - 170 * ink, 235 - 40 * ink], axis=-1)
+    return {
+        "L": gray,
+        "RGB": rgb,
+        "RGB-blue-pen": Image.fromarray(blue_pen.round().astype(np.uint8), "RGB"),
+        "RGBA-opaque": rgb.convert("RGBA"),
+        "LA-opaque": gray.convert("LA"),
+        "P": rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=64),
+        "1": gray.point(lambda v: 255 if v > 128 else 0).convert("1"),
+        "CMYK": rgb.convert("CMYK"),
+        "YCbCr": rgb.convert("YCbCr"),
+        "HSV": rgb.convert("HSV"),
+        "LAB": rgb.convert("LAB"),
+        "I": gray.convert("I"),
+        "F": gray.convert("F"),
+    }
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["L", "RGB", "RGB-blue-pen", "RGBA-opaque", "LA-opaque", "P", "1", "CMYK", "YCbCr", "HSV",
+     "LAB", "I", "F"],
+)
+def test_every_mode_gives_the_same_digit(ink, reference, mode):
+    image = _modes(ink)[mode]
+    tolerance = 0.05 if mode == "1" else CLOSE  # binarised input loses the anti-aliasing
+    assert mean_abs_diff(to_mnist(image), reference) < tolerance
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG"])
+def test_cmyk_files_decode(ink, reference, fmt):
+    params = {"quality": 90} if fmt == "JPEG" else {}
+    data = encode(dark_on_light(ink).convert("CMYK"), fmt, **params)
+    assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE_LOSSY
+
+
+def test_black_ink_on_transparent_png(ink, reference):
+    # What drawing apps export: transparent pixels hold (0, 0, 0, 0) -- black, like the ink.
+    rgba = np.zeros(ink.shape + (4,), dtype=np.uint8)
+    rgba[..., 3] = (ink * 255).round().astype(np.uint8)
+    data = encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE
+
+
+def test_white_ink_on_transparent_png(ink, reference):
+    rgba = np.full(ink.shape + (4,), 255, dtype=np.uint8)
+    rgba[..., 3] = (ink * 255).round().astype(np.uint8)
+    data = encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE
+
+
+def test_dark_ink_on_paper_with_transparent_margins(ink, reference):
+    # A scanned sheet with rounded, transparent corners/margins: margins must read as paper.
+    paper = np.asarray(dark_on_light(ink).convert("RGBA")).copy()
+    paper[:6, :, 3] = 0
+    paper[:, :6, 3] = 0
+    data = encode(Image.fromarray(paper, "RGBA"), "PNG")
+    assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE
+
+
+def test_la_ink_on_transparent(ink, reference):
+    la = np.zeros(ink.shape + (2,), dtype=np.uint8)
+    la[..., 1] = (ink * 255).round().astype(np.uint8)
+    image = Image.fromarray(la, "LA")
+    assert mean_abs_diff(to_mnist(decode_image(encode(image, "PNG"))), reference) < CLOSE
+
+
+def test_palette_png_with_transparent_background(ink, reference):
+    # Palette entry 0 is transparent white, the rest an ink ramp: 'P' + tRNS, as GIF-era art.
+    indices = (ink * 15).round().astype(np.uint8)
+    image = Image.fromarray(indices, "P")
+    ramp = [255 - 17 * i for i in range(16)]
+    image.putpalette([v for level in ramp for v in (level, level, level)])
+    data = encode(image, "PNG", transparency=0)
+    decoded = decode_image(data)
+    assert decoded.mode == "P" and "transparency" in decoded.info
+    assert mean_abs_diff(to_mnist(decoded), reference) < 0.03  # 16 grey levels only
+
+
+def test_pa_mode(ink, reference):
+    image = dark_on_light(ink).convert("RGBA").convert("PA")
+    assert mean_abs_diff(to_mnist(image), reference) < CLOSE
+
+
+@pytest.mark.parametrize("peak", [1020, 65535], ids=["12-bit-range", "full-16-bit"])
+def test_16bit_png_is_scaled_by_its_range(ink, reference, peak):
+    # Light-on-dark 16-bit data whose values all exceed 255: clipping at 255 would flatten the
+    # anti-aliased edges into a solid blob.
+    values = (ink * peak).round().astype(np.uint16)
+    data = encode(Image.fromarray(values), "PNG")  # uint16 -> mode I;16
+    decoded = decode_image(data)
+    assert decoded.mode.startswith("I")
+    assert mean_abs_diff(to_mnist(decoded), reference) < CLOSE
+
+
+def test_16bit_dark_on_light_scan(ink, reference):
+    values = (60000 - 50000 * ink).round().astype(np.uint16)
+    data = encode(Image.fromarray(values), "TIFF")
+    assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE
+
+
+def test_float_tiff_with_nan_is_handled(ink, reference):
+    values = ink.astype(np.float32) * 3.5 - 1.0  # arbitrary float range
+    values[0, 0] = np.nan
+    data = encode(Image.fromarray(values), "TIFF")
+    assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def claimed_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose IHDR (valid CRC) claims width x height, followed by a small IDAT."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    idat = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(30000, 30000), (10000, 10000), (8000, 6000)],
+    ids=["over-pillow-error-limit", "pillow-warning-band", "only-our-limit"],
+)
+def test_decompression_bombs_are_rejected_from_the_header(width, height):
+    data = claimed_png(width, height)
+    assert len(data) < 200
+    # In Pillow's warning band Pillow also emits its DecompressionBombWarning before our check
+    # rejects the image; that warning is Pillow's business, the rejection is what matters.
+    with warnings.catch_warnings(), pytest.raises(InvalidImage) as caught:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        decode_image(data)
+    message = str(caught.value)
+    assert f"{width}x{height} = {width * height:,} pixels" in message
+    assert f"over the limit of {MAX_IMAGE_PIXELS:,}" in message
+
+
+@pytest.mark.parametrize(("width", "height"), [(30000, 30000), (10000, 10000)])
+def test_bombs_are_rejected_when_warnings_are_errors(width, height):
+    with warnings.catch_warnings():  # single-threaded test: mutating the filters is fine here
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidImage, match="over the limit"):
+            decode_image(claimed_png(width, height))
+
+
+def test_limit_is_ours_not_pillows_global(monkeypatch):
+    # Someone elsewhere in the process disables Pillow's guard; ours still holds.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(InvalidImage, match="over the limit of 40,000,000"):
+        decode_image(claimed_png(30000, 30000))
+
+
+def test_image_just_under_the_limit_header_is_not_a_bomb():
+    # 100x100 claimed with too little pixel data: passes the size check, then fails decoding.
+    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+        decode_image(claimed_png(100, 100))
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) * 2 // 3]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", "empty image data (0 bytes)"),
+        (bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)),
+         "cannot decode 5,000 bytes as an image (PNG, JPEG, BMP, GIF, TIFF, WebP accepted)"),
+        (b"hello, this is not an image\n", "cannot decode 28 bytes as an image"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><circle r="9"/></svg>',
+         "as an image (PNG, JPEG"),
+        (b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+         "as an image (PNG, JPEG"),
+        (b"<!DOCTYPE html><html><body><img src='x.png'></body></html>", "as an image (PNG"),
+        (b"\x89PNG\r\n\x1a\n", "cannot decode 8 bytes as an image"),
+    ],
+    ids=["empty", "random", "text", "svg", "pdf", "html", "png-signature-only"],
+)
+def test_garbage_is_rejected_with_a_message(data, expected):
+    with pytest.raises(InvalidImage) as caught:
+        preprocess(data)
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP"])
+def test_truncated_files_are_rejected(ink, fmt):
+    rng = np.random.default_rng(1)
+    noisy = np.clip(rng.normal(128, 60, size=(200, 200)), 0, 255).astype(np.uint8)  # no RLE luck
+    data = _truncated(encode(Image.fromarray(noisy, "L"), fmt))
+    with pytest.raises(InvalidImage) as caught:
+        preprocess(data)
+    assert f"{len(data):,} bytes" in str(caught.value)
+
+
+def test_corrupt_png_crc_is_rejected(ink):
+    data = bytearray(encode(dark_on_light(ink), "PNG"))
+    data[40] ^= 0xFF  # inside the first chunk after IHDR: its CRC no longer matches
+    with pytest.raises(InvalidImage):
+        preprocess(bytes(data))
+
+
+def test_formats_outside_the_allow_list_are_rejected(ink):
+    # Pillow could read PPM, but untrusted bytes only reach the listed decoders.
+    data = encode(dark_on_light(ink), "PPM")
+    assert Image.open(io.BytesIO(data)).format == "PPM"
+    with pytest.raises(InvalidImage, match="cannot decode"):
+        decode_image(data)
+
+
+def test_non_bytes_is_rejected():
+    with pytest.raises(InvalidImage, match="must be bytes, not str"):
+        decode_image("iVBORw0KGgo=")  # base64 text passed by mistake
+
+
+def test_invalid_image_is_a_value_error():
+    assert issubclass(InvalidImage, ValueError)
