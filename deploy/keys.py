@@ -39,10 +39,18 @@ def token_auth_enabled() -> bool:
 def _read_key(kind: str, path: Path | None) -> str | None:
     path = Path(path) if path else key_file()
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise RuntimeError(f"cannot read TorchServe key file {path}: {exc}") from exc
+    if not text.strip():
+        # TorchServe creates the file, then writes it: a reader polling a starting server
+        # (launcher.wait_ready, a client after a restart) can see it empty. Not written yet.
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise RuntimeError(f"cannot read TorchServe key file {path}: {exc}") from exc
     return data.get(kind, {}).get("key")
 
