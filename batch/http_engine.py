@@ -11,8 +11,9 @@ Failure policy, chosen so that a restart of the server never loses or doubles a 
 - a 400/413/422 for a multi-image request: split and resent one image per request, so only the
   bad image gets the error; for a single image, the server's message becomes that row's error;
 - an `ImageError` slot in a multi-image answer: that row's error, neighbours unaffected;
-- 401/403 (wrong or missing token) and 404 (model not registered): the whole job fails
-  (`JobFailed`), since every further request would fail the same way.
+- 401/403: the key is re-read (deploy.keys, i.e. the key file TorchServe rewrites at every
+  start); a changed key is retried, the same key refused again fails the whole job
+  (`JobFailed`), as does a 404 (model not registered): every further request would fail too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,8 @@ class HttpEngine:
 
     name = "http"
 
-    def __init__(self, urls: list[str], *, model_name: str = "lenet", token: str | None = None,
+    def __init__(self, urls: list[str], *, model_name: str = "lenet",
+                 token_source: Callable[[], str | None] = inference_token,
                  concurrency: int = 8, images_per_request: int = 8,
                  retry: RetryPolicy | None = None, timeout: float = 30.0,
                  management_url: str | None = None,
@@ -85,7 +87,11 @@ class HttpEngine:
             raise ValueError("at least one --url is needed")
         self.urls = [u.rstrip("/") for u in urls]
         self.model_name = model_name
-        self.token = token if token is not None else inference_token()
+        # The key is re-read after a 401: a restarted TorchServe writes NEW keys, and a job
+        # must survive a restart. Only a 401 with the same key as the refused one is fatal.
+        self.token_source = token_source
+        self._token_lock = threading.Lock()
+        self.token = token_source()
         self.concurrency = max(1, concurrency)
         self.images_per_request = max(1, images_per_request)
         self.retry = retry or RetryPolicy()
@@ -135,17 +141,38 @@ class HttpEngine:
         files = {f"image{i}": (os.path.basename(rel), data, "application/octet-stream")
                  for i, (rel, data) in enumerate(items)}
         self.requests_sent += 1
+        token = self.token
         try:
-            resp = session.post(url, files=files, headers=auth_headers(self.token),
+            resp = session.post(url, files=files, headers=auth_headers(token),
                                 timeout=self.timeout)
         except requests.RequestException as exc:
             raise _Retryable(f"{type(exc).__name__} from {url}") from exc
+        if resp.status_code in (401, 403) and self._refresh_token(token):
+            raise _Retryable(f"HTTP {resp.status_code} from {url}: key changed, retrying")
         if resp.status_code in FATAL_STATUS:
             raise JobFailed(f"POST {url} answered HTTP {resp.status_code}: "
                             f"{FATAL_STATUS[resp.status_code]} ({resp.text[:200].strip()})")
         if resp.status_code in RETRY_STATUS:
             raise _Retryable(f"HTTP {resp.status_code} from {url}: {resp.text[:200].strip()}")
         return resp
+
+    def _refresh_token(self, refused: str | None) -> bool:
+        """Re-read the key after a 401; True when it differs from the refused one."""
+        with self._token_lock:
+            if self.token != refused:  # another thread already picked up a new key
+                return True
+            try:
+                fresh = self.token_source()
+            except RuntimeError as exc:
+                # Half-written key file (TorchServe is starting): try again later; the bounded
+                # attempts still end the job if the key never becomes valid.
+                logger.info("cannot re-read the inference key yet: %s", exc)
+                return True
+            if fresh == refused:
+                return False
+            logger.info("inference key changed (server restarted?); retrying with the new one")
+            self.token = fresh
+            return True
 
     def _post(self, session: requests.Session, items: list[tuple[str, bytes]]) -> list[Row]:
         """Rows for `items` (path, bytes): retried, split on a 400, never raises but JobFailed."""
