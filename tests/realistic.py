@@ -85,6 +85,22 @@ def render_realistic(digit28: np.ndarray, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
+def render_realistic_set(
+    images: np.ndarray, labels: np.ndarray, count: int, seed: int
+) -> tuple[list[bytes], np.ndarray]:
+    """`count` distinct MNIST test digits picked and rendered with one seed: (uploads, labels).
+
+    The same (count, seed) always gives the same bytes, so offline and HTTP accuracy tests
+    measure the same uploads.
+    """
+    if not 0 < count <= len(images):
+        raise ValueError(f"count must be in 1..{len(images)}, got {count}")
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(images), size=count, replace=False))
+    uploads = [render_realistic(images[i], rng) for i in picked]
+    return uploads, np.asarray(labels[picked], dtype=np.int64)
+
+
 def _paper(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     """Paper: a base tone, fine grain, soft blotches and (half the time) a lighting gradient."""
     tone = rng.uniform(*PAPER_TONE)
