@@ -63,9 +63,9 @@ def pool():
     return path, ImagePool.load(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def fault_server(torchserve_factory):
-    """A private TorchServe for this module: its workers get killed, it gets restarted."""
+    """A private TorchServe per test: its workers get killed, it gets restarted."""
     return torchserve_factory()
 
 

@@ -80,7 +80,11 @@ def test_hostile_case(torchserve, worker_pids_before, case):
         assert 400 <= resp.status_code < 500, f"{where}, expected 4xx: {resp.text[:300]}"
         if case.status is not None:
             assert resp.status_code == case.status, f"{where}, expected {case.status}"
-        # TorchServe's own 413 uses its {code, type, message} error shape, as does the handler.
+        if resp.status_code == 413 and not resp.content:
+            # TorchServe 0.12.0's frontend (Netty's HttpObjectAggregator) refuses an over-size
+            # body before any handler runs, with an empty body: the status is the whole answer.
+            # (Final release: no upstream fix; docs/reliability.md lists it.)
+            return
         error = ErrorResponse.model_validate_json(resp.content)
         assert error.code == resp.status_code, f"{where}: body says {error.code}"
         assert error.message, f"{where}: the error says nothing about what was wrong"
