@@ -171,6 +171,11 @@ def build_pool(
     )
 
 
+def resolve_model(model_path: str | Path | None = None) -> Path:
+    """The local model: the argument, else `$LENET_MODEL`, else artifacts/lenet.pt."""
+    return Path(model_path or os.environ.get("LENET_MODEL", DEFAULT_MODEL))
+
+
 def ensure_pool(
     model_path: Path | None = None,
     mnist_dir: str | Path | None = None,
@@ -180,7 +185,7 @@ def ensure_pool(
     rebuild: bool = False,
 ) -> Path:
     """Path of a pool for this model, building and caching it first when needed."""
-    model_path = Path(model_path or os.environ.get("LENET_MODEL", DEFAULT_MODEL))
+    model_path = resolve_model(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(
             f"model {model_path} not found: the pool is checked against the local model; "

@@ -1,7 +1,7 @@
 """`python -m loadtests tune`: sweep the serving knobs with the real runner and pick the best.
 
 Knobs: batchSize x maxBatchDelay (model-config.yaml), workers (minWorkers = maxWorkers), torch
-threads per worker (OMP_NUM_THREADS in the workers' environment) and, optionally, Netty threads
+threads per worker (the handler's `torch_threads`, set through the launcher) and Netty threads
 (config.properties). Each point restarts TorchServe with the overrides on free ports, warms it up
 and runs the same closed-loop single-image load for `--run-time` (~15 s).
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import RESULTS_DIR
-from loadtests.pool import DEFAULT_MODEL, ImagePool, ensure_pool
+from loadtests.pool import ImagePool, ensure_pool
 from loadtests.runner import LoadSpec, auto_processes, local_server, run_locust, timestamped_dir
 from loadtests.runner import warm_up as warm_up_server
 
@@ -48,9 +48,9 @@ class Point:
                 f"-t{self.torch_threads}-n{self.netty_threads}")  # fmt: skip
 
     def model_config(self) -> dict:
-        """Overrides for deploy/model-config.yaml."""
+        """Launcher overrides of deploy/model-config.yaml (torch_threads: the handler's knob)."""
         return {"batchSize": self.batch_size, "maxBatchDelay": self.max_batch_delay_ms,
-                "minWorkers": self.workers, "maxWorkers": self.workers}  # fmt: skip
+                "workers": self.workers, "torch_threads": self.torch_threads}  # fmt: skip
 
     def server_config(self) -> dict:
         """Overrides for config.properties."""
@@ -59,10 +59,6 @@ class Point:
         return {"number_of_netty_threads": self.netty_threads,
                 "netty_client_threads": self.netty_threads}  # fmt: skip
 
-    def env(self) -> dict:
-        """Worker environment: torch's intra-op threads follow OMP_NUM_THREADS."""
-        n = str(self.torch_threads)
-        return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
 
 def measure(point: Point, out_dir: Path, pool_path: Path, pool: ImagePool, args) -> dict:
@@ -72,7 +68,7 @@ def measure(point: Point, out_dir: Path, pool_path: Path, pool: ImagePool, args)
     row = {"point": point.__dict__ | {"label": point.label}}
     try:
         with local_server(out_dir / f"server-{point.label}", point.model_config(),
-                          point.server_config(), point.env()) as server:  # fmt: skip
+                          point.server_config()) as server:  # fmt: skip
             warm_up_server(server.url, pool, inference_token(server.key_file), 200)
             spec = LoadSpec(host=server.url, users=args.users, spawn_rate=float(args.users),
                             run_time=args.run_time, processes=args.processes,
@@ -173,7 +169,8 @@ def add_arguments(parser) -> None:
     load.add_argument("--users", type=int, default=32, help="Closed-loop users.")
     load.add_argument("--run-time", default="15s", help="Measured duration per point.")
     load.add_argument("--processes", type=int, default=None, help="Locust worker processes.")
-    load.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="Model for the pool.")
+    load.add_argument("--model", type=Path, default=None,
+                      help="Model for the pool (default: $LENET_MODEL or artifacts/lenet.pt).")
     parser.add_argument("--out", type=Path, default=None, help="Result folder.")
 
 
