@@ -384,6 +384,19 @@ def stalled_client(server, declared: int, sent: int) -> socket.socket:
     return sock
 
 
+def socket_open(sock: socket.socket) -> bool:
+    """True while the server keeps a stalled connection open (nothing to read, no EOF)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""  # data = an early answer: still open
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
 def test_slow_and_abandoned_clients_do_not_tie_up_workers(fault_server, pool):
     """Normal latency with 50 stalled bodies open and 50 abandoned ones: within 2x + 5 ms."""
     count = 300
@@ -395,6 +408,7 @@ def test_slow_and_abandoned_clients_do_not_tie_up_workers(fault_server, pool):
         for _ in range(50):  # abandoned: half a body, then the client vanishes
             stalled_client(fault_server, 200_000, 100_000).close()
         during = latencies_ms(fault_server, pool, count)
+        still_open = sum(socket_open(sock) for sock in stalled)
     finally:
         for sock in stalled:
             sock.close()
@@ -405,7 +419,10 @@ def test_slow_and_abandoned_clients_do_not_tie_up_workers(fault_server, pool):
         for phase, v in (("before", before), ("during", during), ("after", after))
     }
     record("slow_clients", {"requests_per_phase": count, "stalled": 50, "abandoned": 50,
+                            "stalled_still_open_after_during_phase": still_open,
                             **figures})  # fmt: skip
+    # Otherwise the server dropped them early and the "during" phase tested nothing.
+    assert still_open == len(stalled), f"only {still_open} stalled clients were still connected"
     assert worker_pids(fault_server) == pids, "a worker restarted"
     for phase in ("during", "after"):
         for q in ("p50_ms", "p99_ms"):
