@@ -8,7 +8,8 @@ engines against the in-process ceiling.
 Exit status of `score` (also in `--help`):
   0  every file was scored;
   3  the job finished but some rows are errors (corrupt, unreadable or rejected images);
-  2  the job itself failed (bad arguments, model missing, output exists, 401 from TorchServe).
+  2  the job itself failed (bad arguments, model missing, output exists, token refused by
+     TorchServe: 401, or the 400 InvalidKeyException 0.12.0 sends).
 """
 
 EXIT_OK = 0

@@ -16,7 +16,8 @@ EPILOG = f"""exit status:
   {EXIT_OK}  every file was scored
   {EXIT_ROW_ERRORS}  finished, but some rows are errors (see the error column / --summary)
   {EXIT_JOB_FAILED}  the job failed: bad arguments, model missing, output exists without
-     --resume/--overwrite, or TorchServe refused the token (401) / does not know the model
+     --resume/--overwrite, or TorchServe refused the token (401 / 400 InvalidKeyException) or
+     does not know the model (404)
 """
 
 

@@ -11,7 +11,8 @@ Failure policy, chosen so that a restart of the server never loses or doubles a 
 - a 400/413/422 for a multi-image request: split and resent one image per request, so only the
   bad image gets the error; for a single image, the server's message becomes that row's error;
 - an `ImageError` slot in a multi-image answer: that row's error, neighbours unaffected;
-- 401/403: the key is re-read (deploy.keys, i.e. the key file TorchServe rewrites at every
+- a refused token (401/403, or the 400 InvalidKeyException TorchServe 0.12.0 actually sends):
+  the key is re-read (deploy.keys, i.e. the key file TorchServe rewrites at every
   start); a changed key is retried, the same key refused again fails the whole job
   (`JobFailed`), as does a 404 (model not registered): every further request would fail too.
 """
@@ -41,9 +42,10 @@ logger = logging.getLogger(__name__)
 
 RETRY_STATUS = {429, 500, 502, 503, 504, 507}
 PER_IMAGE_STATUS = {400, 413, 415, 422}
-FATAL_STATUS = {401: "the inference token was refused (wrong or missing key; see deploy.keys)",
-                403: "the inference token was refused (wrong or missing key; see deploy.keys)",
-                404: "the model is not registered there"}
+FATAL_STATUS = {404: "the model is not registered there"}
+# TorchServe 0.12.0 refuses a bad token with HTTP 400 {"type": "InvalidKeyException"}, not 401
+# (verified against the real server; also pytorch/serve docs and issues), so the body decides.
+AUTH_ERROR_TYPE = "InvalidKeyException"
 _DONE = object()
 
 
@@ -147,8 +149,13 @@ class HttpEngine:
                                 timeout=self.timeout)
         except requests.RequestException as exc:
             raise _Retryable(f"{type(exc).__name__} from {url}") from exc
-        if resp.status_code in (401, 403) and self._refresh_token(token):
-            raise _Retryable(f"HTTP {resp.status_code} from {url}: key changed, retrying")
+        if _is_auth_failure(resp):
+            if self._refresh_token(token):
+                raise _Retryable(f"HTTP {resp.status_code} from {url}: key changed, retrying")
+            raise JobFailed(f"POST {url} answered HTTP {resp.status_code}: the inference token "
+                            "was refused (wrong, expired or missing key; the client reads it "
+                            "via deploy.keys: LENET_KEY_FILE / LENET_INFERENCE_TOKEN / the run "
+                            f"dir's key_file.json) ({resp.text[:200].strip()})")
         if resp.status_code in FATAL_STATUS:
             raise JobFailed(f"POST {url} answered HTTP {resp.status_code}: "
                             f"{FATAL_STATUS[resp.status_code]} ({resp.text[:200].strip()})")
@@ -299,6 +306,13 @@ class HttpEngine:
                 t.join()
         if failure:
             raise failure[0]
+
+
+def _is_auth_failure(resp: requests.Response) -> bool:
+    """A refused token: 401/403, or TorchServe's 400 InvalidKeyException."""
+    if resp.status_code in (401, 403):
+        return True
+    return resp.status_code == 400 and AUTH_ERROR_TYPE.encode() in resp.content[:500]
 
 
 def _error_text(resp: requests.Response) -> str:

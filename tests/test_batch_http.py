@@ -146,7 +146,7 @@ def test_refused_token_fails_the_job_with_a_clear_message(torchserve, tmp_path):
     proc = _run(env, "score", folder, "-o", out, "--engine", "http", "--url",
                 server.inference_url, "--no-progress")
     assert proc.returncode == EXIT_JOB_FAILED, proc.stderr
-    assert "HTTP 401" in proc.stderr and "token" in proc.stderr
+    assert "inference token was refused" in proc.stderr and "InvalidKeyException" in proc.stderr
     assert all(r.error is None for r in read_output(out)), "a 401 is not a per-row error"
 
 
