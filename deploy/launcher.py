@@ -146,6 +146,7 @@ class TorchServe:
         self.served_store = self.model_store  # a per-run copy when the model config is overridden
         self._proc: subprocess.Popen | None = None
         self._pgid: int | None = None
+        self._foreign_ports: set[int] = set()
 
     # --- addresses and keys -------------------------------------------------------------
     @property
@@ -328,6 +329,7 @@ class TorchServe:
         (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
         self.served_store = self.prepare_model_store()
         busy = [p for p in self.ports if port_in_use(p)]
+        self._foreign_ports = set(busy)  # held by someone else: stop() must not wait for them
         for stale in (self.key_file, self.console_log):
             stale.unlink(missing_ok=True)
         self.config_path.write_text(self.render_config())
@@ -442,7 +444,8 @@ class TorchServe:
         if left:
             raise ServeError(f"processes {[p.pid for p in left]} of TorchServe survived SIGKILL")
         deadline = time.monotonic() + 10
-        while (bound := [p for p in self.ports if port_in_use(p)]) and time.monotonic() < deadline:
+        ours = [p for p in self.ports if p not in self._foreign_ports]
+        while (bound := [p for p in ours if port_in_use(p)]) and time.monotonic() < deadline:
             time.sleep(0.1)
         self._pgid, self._proc = None, None
         if bound:
