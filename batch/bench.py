@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     eng.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     eng.add_argument("--concurrency", type=int, default=8, help="http requests in flight")
     eng.add_argument("--images-per-request", type=int, default=16, help="images per request")
+    eng.add_argument("--model-store", type=Path,
+                     default=Path(os.environ.get("LENET_MODEL_STORE", REPO_ROOT / "model_store")),
+                     help="folder with lenet.mar for the http engine ($LENET_MODEL_STORE)")
     eng.add_argument("--skip-http", action="store_true", help="do not start TorchServe")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
@@ -121,12 +124,17 @@ def bench_local(folder: Path, tmp: Path, args) -> dict:
 def bench_http(folder: Path, tmp: Path, args) -> dict:
     """The http engine against a real TorchServe started through the project's launcher."""
     from batch.http_engine import HttpEngine
-    from deploy.launcher import TorchServe
+    from deploy.launcher import TorchServe, free_port
 
-    server = TorchServe(run_dir=tmp / "run")
+    # The project's tuned configuration (deploy/config.properties + the archive's
+    # model-config.yaml), on free ports so a server already running here is left alone.
+    server = TorchServe(model_store=args.model_store, run_dir=tmp / "run",
+                        inference_port=free_port(), management_port=free_port(),
+                        metrics_port=free_port(), grpc_ports=(free_port(), free_port()),
+                        token_auth=True)
     server.start()
     try:
-        engine = HttpEngine([server.inference_url], token=server.inference_token,
+        engine = HttpEngine([server.inference_url], token_source=lambda: server.inference_token,
                             concurrency=args.concurrency,
                             images_per_request=args.images_per_request)
         result = _run_engine(engine, folder, tmp / "http.csv")

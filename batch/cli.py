@@ -77,7 +77,11 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
                           "tiny, decoding dominates)")
     loc.add_argument("--device", default="auto",
                      help="auto (CUDA when available), cpu, cuda, cuda:N (default: auto)")
-    http = p.add_argument_group("http engine")
+    http = p.add_argument_group(
+        "http engine",
+        "The inference key comes from deploy.keys: $LENET_INFERENCE_TOKEN, else the key file "
+        "$LENET_KEY_FILE, else .run/key_file.json (the launcher's run dir); re-read after a "
+        "refusal, so a TorchServe restart mid-run is survived.")
     http.add_argument("--url", action="append", default=None,
                       help="inference API base URL; repeat to spread round-robin "
                            "(default: http://127.0.0.1:8080)")

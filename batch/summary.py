@@ -7,6 +7,7 @@ summary costs the same for 100 files or 10 million.
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class Summary:
                 "counts": list(self.confidence_hist),
             },
             "elapsed_s": round(elapsed, 3),
+            # Peak resident memory of the job's main process (Linux reports KiB); the
+            # preprocessing workers are separate processes and hold no results.
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "images_per_s": round(self.scored_this_run / elapsed, 1) if elapsed > 0 else None,
         }
 
@@ -96,7 +100,8 @@ class Summary:
             f"rows: {d['rows_total']} ({d['rows_ok']} ok, {d['rows_error']} errors; "
             f"{d['scored_this_run']} scored now, {d['resumed_rows']} from earlier runs)",
             f"per digit: {per_digit}",
-            f"elapsed {d['elapsed_s']:.1f} s, {d['images_per_s'] or 0:.1f} images/s",
+            f"elapsed {d['elapsed_s']:.1f} s, {d['images_per_s'] or 0:.1f} images/s, "
+            f"peak RSS {d['peak_rss_mb']:.0f} MB",
         ]
         for kind, n in d["error_kinds"].items():
             lines.append(f"  error {kind}: {n}")
