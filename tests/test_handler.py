@@ -1,0 +1,306 @@
+"""The handler without a server, driven like TorchServe's own handler tests: a real
+`ts.context.Context` with per-request `RequestProcessor`s, and `handle(data, context)`.
+
+The model is the trained artifact when it exists, else a freshly scripted LeNet-5 (answers are
+compared with a direct forward pass of the same model, so they hold for either).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from ts.context import Context, RequestProcessor
+
+from handler import lenet_handler, preprocessing
+from handler.artifact import METADATA_NAME
+from handler.lenet_handler import LenetHandler, choose_device
+from handler.normalization import describe
+from handler.schemas import ErrorResponse, ImageError, MultiPrediction, Prediction, parse_response
+from train.model import LeNet5
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACT = REPO_ROOT / "artifacts" / "lenet.pt"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("model_dir")
+    if ARTIFACT.is_file():
+        (directory / "lenet.pt").write_bytes(ARTIFACT.read_bytes())
+    else:  # no trained model here: a scripted, untrained one exercises the same code
+        torch.manual_seed(0)
+        meta = {"name": "lenet", "version": "test", "variant": "modern",
+                "normalization": describe()}  # fmt: skip
+        torch.jit.save(torch.jit.script(LeNet5().eval()), str(directory / "lenet.pt"),
+                       _extra_files={METADATA_NAME: json.dumps(meta)})  # fmt: skip
+    return directory
+
+
+def make_context(model_dir: Path, gpu_id=None, yaml_config=None) -> Context:
+    manifest = {"model": {"modelName": "lenet", "serializedFile": "lenet.pt",
+                          "handler": "lenet_handler.py", "modelVersion": "test"}}  # fmt: skip
+    return Context("lenet", str(model_dir), manifest, 32, gpu_id, "0.12.0",
+                   metrics=mock.MagicMock(), model_yaml_config=yaml_config or {})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def handler(model_dir) -> LenetHandler:
+    threads = torch.get_num_threads()
+    h = LenetHandler()
+    h.initialize(make_context(model_dir))
+    torch.set_num_threads(threads)  # initialize sets 1 thread for the process; restore it
+    return h
+
+
+def run(handler: LenetHandler, rows: list[dict], content_types: list[str | None] | None = None):
+    """Send one TorchServe batch; returns [(status, parsed body)] per request."""
+    context = make_context(Path("."))  # only its per-request status/headers are used
+    content_types = content_types or ["image/png"] * len(rows)
+    context.request_processor = [
+        RequestProcessor({"Content-Type": ct} if ct else {}) for ct in content_types
+    ]
+    out = handler.handle(rows, context)
+    assert len(out) == len(rows)
+    results = []
+    for idx, body in enumerate(out):
+        status = context.get_response_status(idx)[0] or 200
+        assert context.get_response_content_type(idx) == "application/json"
+        results.append((status, parse_response(body)))
+    return results
+
+
+def encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digit(mnist_test):
+    images, labels = mnist_test
+    return images[0], int(labels[0])
+
+
+def expected(handler: LenetHandler, data: bytes) -> np.ndarray:
+    """The probabilities of a direct forward pass on the shared preprocessing."""
+    x = torch.from_numpy(preprocessing.preprocess(data))[None]
+    with torch.inference_mode():
+        return torch.softmax(handler.model(x), dim=1)[0].double().numpy()
+
+
+def assert_matches(answer, handler, data):
+    assert isinstance(answer, Prediction), answer
+    np.testing.assert_allclose(answer.probabilities, expected(handler, data), atol=1e-5)
+
+
+# --- input formats ----------------------------------------------------------------------------
+def test_raw_body(handler, digit):
+    png = encode(digit[0])
+    ((status, answer),) = run(handler, [{"body": bytearray(png)}])
+    assert status == 200
+    assert_matches(answer, handler, png)
+    if ARTIFACT.is_file():
+        assert answer.digit == digit[1]
+
+
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [("PNG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "1"), ("PNG", "I;16"),
+     ("JPEG", "L"), ("JPEG", "RGB"), ("BMP", "RGB"), ("GIF", "P"), ("TIFF", "L"), ("WEBP", "RGB")],
+)  # fmt: skip
+def test_image_formats_and_modes(handler, digit, fmt, mode):
+    data = encode(digit[0], fmt, mode)
+    ((status, answer),) = run(handler, [{"body": data}], ["application/octet-stream"])
+    assert status == 200
+    assert_matches(answer, handler, data)
+
+
+def test_multipart_fields_in_order(handler, mnist_test):
+    images, _ = mnist_test
+    pngs = [encode(images[i]) for i in range(3)]
+    ((status, body),) = run(handler, [{"b": pngs[0], "a": pngs[1], "c": pngs[2]}],
+                            ["multipart/form-data; boundary=x"])  # fmt: skip
+    assert status == 200 and isinstance(body, MultiPrediction)
+    for answer, png in zip(body.predictions, pngs, strict=True):
+        assert_matches(answer, handler, png)
+
+
+def test_json_image_and_images(handler, mnist_test):
+    images, _ = mnist_test
+    pngs = [encode(images[i]) for i in range(2)]
+    b64 = [base64.b64encode(p).decode() for p in pngs]
+    rows = [
+        {"body": {"image": b64[0]}},
+        {"body": {"images": b64}},
+        {"body": {"image": "data:image/png;base64," + b64[1]}},
+    ]
+    (s1, single), (s2, multi), (s3, data_url) = run(handler, rows, ["application/json"] * 3)
+    assert (s1, s2, s3) == (200, 200, 200)
+    assert_matches(single, handler, pngs[0])
+    assert_matches(data_url, handler, pngs[1])
+    for answer, png in zip(multi.predictions, pngs, strict=True):
+        assert_matches(answer, handler, png)
+
+
+# --- errors -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "row, content_type, error_type, words",
+    [
+        ({"body": b"not an image"}, "image/png", "InvalidImage", ["'body'", "cannot decode"]),
+        ({"body": b""}, "image/png", "InvalidRequest", ["empty"]),
+        ({}, None, "InvalidRequest", ["no image"]),
+        ({"body": "some text"}, "text/plain", "InvalidRequest", ["text"]),
+        ({"body": {"picture": "x"}}, "application/json", "InvalidRequest", ["'image'"]),
+        ({"body": {"image": "%%%"}}, "application/json", "InvalidImage", ["base64"]),
+        ({"body": {"image": 7}}, "application/json", "InvalidImage", ["base64 string"]),
+        ({"body": {"images": []}}, "application/json", "InvalidRequest", ["non-empty"]),
+        ({"body": [1, 2]}, "application/json", "InvalidRequest", ["object"]),
+        ({"field": "text value"}, "multipart/form-data", "InvalidImage", ["not a file", "-F"]),
+        ({"\x89PNG\r\n": b"IHDR"}, "application/x-www-form-urlencoded", "InvalidRequest",
+         ["-T", "Content-Type", "x-www-form-urlencoded"]),
+    ],
+)  # fmt: skip
+def test_error_paths_answer_400_with_a_message(handler, row, content_type, error_type, words):
+    ((status, body),) = run(handler, [row], [content_type])
+    assert status == 400
+    assert isinstance(body, ErrorResponse) and body.code == 400 and body.type == error_type
+    for word in words:
+        assert word in body.message, body.message
+
+
+def test_over_limit_image_is_400(handler):
+    side = int(preprocessing.MAX_IMAGE_PIXELS**0.5) + 1
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, format="PNG")  # tiny file, huge canvas
+    ((status, body),) = run(handler, [{"body": buf.getvalue()}])
+    assert status == 400 and body.type == "InvalidImage"
+
+
+def test_all_bad_multi_request_is_400_naming_each_image(handler):
+    ((status, body),) = run(handler, [{"x": b"junk", "y": b"more junk"}], ["multipart/form-data"])
+    assert status == 400 and isinstance(body, ErrorResponse)
+    assert "'x'" in body.message and "'y'" in body.message
+
+
+def test_unexpected_decoder_failure_is_a_400_not_a_crash(handler, digit, monkeypatch):
+    def boom(_data):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(lenet_handler.preprocessing, "preprocess", boom)
+    ((status, body),) = run(handler, [{"body": encode(digit[0])}])
+    assert status == 400 and "MemoryError" in body.message
+
+
+# --- batching ---------------------------------------------------------------------------------
+def test_batch_mixing_good_and_bad_requests_uses_one_forward_pass(handler, mnist_test):
+    images, _ = mnist_test
+    pngs = [encode(images[i]) for i in range(4)]
+    rows = [
+        {"body": pngs[0]},
+        {"body": b"broken"},
+        {"a": pngs[1], "bad": b"??", "c": pngs[2]},
+        {"k": b"v"},
+        {"body": {"images": [base64.b64encode(pngs[3]).decode()]}},
+    ]
+    cts = ["image/png", "image/png", "multipart/form-data", "application/x-www-form-urlencoded",
+           "application/json"]  # fmt: skip
+    calls = []
+    real_model = handler.model
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            return real_model(x)
+
+    handler.model = Counting()
+    try:
+        results = run(handler, rows, cts)
+    finally:
+        handler.model = real_model
+    assert calls == [(4, 1, 28, 28)], "all good images of the batch go through ONE forward"
+    assert [s for s, _ in results] == [200, 400, 200, 400, 200]
+    assert_matches(results[0][1], handler, pngs[0])
+    good_a, bad, good_c = results[2][1].predictions
+    assert_matches(good_a, handler, pngs[1])
+    assert_matches(good_c, handler, pngs[2])
+    assert isinstance(bad, ImageError) and "'bad'" in bad.error.message
+    assert_matches(results[4][1], handler, pngs[3])  # one-element list: a plain Prediction
+
+
+def test_batch_of_only_bad_requests_runs_no_forward(handler):
+    results = run(handler, [{"body": b"x"}, {"body": b"y"}])
+    assert [s for s, _ in results] == [400, 400]
+
+
+# --- device and threads -----------------------------------------------------------------------
+def test_device_is_cuda_with_gpu_id_when_cuda_exists():
+    with mock.patch("torch.cuda.is_available", return_value=True):
+        assert choose_device(1) == torch.device("cuda:1")
+        assert choose_device(None) == torch.device("cpu")
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        assert choose_device(0) == torch.device("cpu")
+
+
+def test_initialize_loads_onto_the_assigned_gpu(model_dir, monkeypatch):
+    """With gpu_id given and CUDA (mocked) available, the model is loaded onto cuda:<id>.
+    The load is intercepted, so no tensor is moved to a device this host lacks."""
+    seen = {}
+
+    class Loaded(Exception):
+        pass
+
+    def fake_load(path, device="cpu"):
+        seen["device"], seen["path"] = device, path
+        raise Loaded
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(lenet_handler, "load_torchscript", fake_load)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(Loaded):
+            LenetHandler().initialize(make_context(model_dir, gpu_id=3))
+    finally:
+        torch.set_num_threads(threads)
+    assert seen["device"] == torch.device("cuda:3")
+    assert seen["path"].endswith("lenet.pt")
+
+
+def test_initialize_falls_back_to_cpu(model_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    threads = torch.get_num_threads()
+    try:
+        h = LenetHandler()
+        h.initialize(make_context(model_dir, gpu_id=0))
+    finally:
+        torch.set_num_threads(threads)
+    assert h.device == torch.device("cpu")
+    assert next(iter(h.model.parameters())).device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "env, yaml_threads, expected_threads", [(None, None, 1), (None, 2, 2), ("3", 2, 3)]
+)
+def test_torch_threads_from_env_then_model_config(model_dir, monkeypatch, env, yaml_threads,
+                                                  expected_threads):  # fmt: skip
+    if env is None:
+        monkeypatch.delenv(lenet_handler.THREADS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(lenet_handler.THREADS_ENV, env)
+    yaml_config = {"handler": {"torch_threads": yaml_threads}} if yaml_threads else {}
+    threads = torch.get_num_threads()
+    try:
+        LenetHandler().initialize(make_context(model_dir, yaml_config=yaml_config))
+        assert torch.get_num_threads() == expected_threads
+    finally:
+        torch.set_num_threads(threads)
