@@ -9,7 +9,6 @@ least 97 % of them right.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -23,7 +22,6 @@ COUNT = 1000
 SEED = 1998  # fixed: the same uploads on every run
 PER_REQUEST = 50  # multi-image requests keep 1,000 images to 20 round trips
 MIN_ACCURACY = 0.97
-
 
 
 def test_realistic_uploads_accuracy_over_http(torchserve, mnist_test):
