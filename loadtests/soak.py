@@ -5,13 +5,16 @@ and checks what only time reveals: errors (there must be none), memory growth of
 frontend (JVM) and of every backend worker (< 10 % from start to end), worker restarts, and
 latency drift.
 
-- capacity: the latest step run (`python -m loadtests run --step`, its `saturation.max_rps`) of
-  the same traffic mix in `loadtests/results/`, else a short closed-loop measurement right here;
+- capacity, for the same traffic mix: the newest step run (`python -m loadtests run --step`, its
+  `saturation.max_rps`) for the locustfile's default mix, or the tuned single-image req/s of
+  `bench-latest.json` for `--user-class SingleImageUser`; else a 20 s closed-loop measurement
+  with 32 users right here (`--measure` forces it);
 - load: Locust with `--rps-per-user` pacing (constant throughput), the project's locustfile and
   its answer checks (`loadtests/runner.py`), the SLO gate tightened to zero failures;
-- memory: a psutil sampler reads the RSS of the frontend and of each worker every few seconds;
-  "start" is the median of the first minute after warm-up, "end" the median of the last minute
-  (single samples are noisy: the JVM's heap breathes with GC);
+- memory: a psutil sampler reads the RSS of the frontend and of each worker every few seconds.
+  The gate compares the median of the minute after a warm-up (`--warmup`, 60 s: the JVM sizes
+  its heap and JITs the request path first) with the median of the last minute; the growth from
+  the very first sample is reported beside it. Single samples are noisy (GC);
 - output under `loadtests/results/<timestamp>-soak/`: `soak.json`, `soak.png` (latency
   percentiles and req/s over time; RSS of each process over time) and Locust's own files.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 import threading
 import time
@@ -48,17 +52,32 @@ logger = logging.getLogger(__name__)
 DEFAULT_DURATION = "10m"
 DEFAULT_LOAD_FRACTION = 0.5
 DEFAULT_USERS = 8
+MAX_RPS_PER_USER = 4.0  # a paced user waits 250 ms: longer than a slow answer under load
+DEFAULT_WARMUP_S = 60.0
 MAX_RSS_GROWTH = 0.10
 WORKER_MARKER = "model_service_worker"  # TorchServe's backend worker entry point
 
 
 # --- capacity ----------------------------------------------------------------------------------
-def latest_capacity(results_dir: Path = RESULTS_DIR) -> tuple[float, str] | None:
-    """(req/s, source) of the newest step run of the default traffic mix, if any.
+def latest_capacity(
+    user_classes: list[str], results_dir: Path = RESULTS_DIR
+) -> tuple[float, str] | None:
+    """(req/s, source) of the newest capacity measured for this traffic mix, if any.
 
-    Only step runs (`saturation.max_rps`) of the default mix (no `user_classes` filter) count:
-    a capacity measured on another mix would set the wrong rate.
+    A capacity measured on another mix would set the wrong rate, so: for the default mix, the
+    newest step run (`python -m loadtests run --step`, `saturation.max_rps`, no user-class
+    filter); for single-image traffic only, the tuned server's single-image req/s of the
+    latest `python -m loadtests bench` (`bench-latest.json`).
     """
+    if user_classes == ["SingleImageUser"]:
+        bench = results_dir / "bench-latest.json"
+        try:
+            rps = json.loads(bench.read_text())["tuned"]["single"]["rps"]
+            return float(rps), f"{bench} (tuned, single image)"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if user_classes:
+        return None
     candidates = sorted(results_dir.glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
         try:
@@ -71,10 +90,22 @@ def latest_capacity(results_dir: Path = RESULTS_DIR) -> tuple[float, str] | None
     return None
 
 
-def measure_capacity(host: str, pool_path: Path, key_file: Path | None, out_dir: Path,
-                     users: int, seconds: int = 20) -> float:  # fmt: skip
-    """Closed-loop req/s of `users` unpaced users for `seconds`: the server's capacity here."""
+def measure_capacity(
+    host: str,
+    pool_path: Path,
+    key_file: Path | None,
+    out_dir: Path,
+    user_classes: list[str],
+    users: int = 32,
+    seconds: int = 20,
+) -> float:
+    """Closed-loop req/s of `users` unpaced users for `seconds`: the server's capacity here.
+
+    32 users keep the server's queue full (as `python -m loadtests bench` does), so the figure
+    is its throughput, not the users' round-trip rate.
+    """
     spec = LoadSpec(host=host, users=users, spawn_rate=users, run_time=f"{seconds}s",
+                    user_classes=list(user_classes),
                     extra_args=["--slo-p99-ms=100000"])  # fmt: skip
     result = run_locust(spec, out_dir, pool_path, key_file, listening_pid(port_of(host)))
     if result.failures:
@@ -177,8 +208,10 @@ class Growth:
         self.growth = (self.end_mib - self.start_mib) / self.start_mib if self.start_mib else 0.0
 
 
-def rss_growth(samples: list[RssSample], window_s: float = 60.0) -> list[Growth]:
-    """Median RSS over the first and over the last `window_s` seconds, per process.
+def rss_growth(
+    samples: list[RssSample], warmup_s: float = 0.0, window_s: float = 60.0
+) -> list[Growth]:
+    """Median RSS over a window after `warmup_s` and over the last `window_s`, per process.
 
     Workers are matched by pid; a pid that is not present from the first to the last window
     was restarted, and shows up in `worker_restarts` instead.
@@ -187,7 +220,8 @@ def rss_growth(samples: list[RssSample], window_s: float = 60.0) -> list[Growth]
         return []
     end_t = samples[-1].t
     window_s = min(window_s, max(end_t / 4, 1.0))  # short runs: a quarter of the run each side
-    first = [s for s in samples if s.t <= samples[0].t + window_s]
+    begin = min(samples[0].t + warmup_s, end_t - window_s)
+    first = [s for s in samples if begin <= s.t <= begin + window_s] or samples[:1]
     last = [s for s in samples if s.t >= end_t - window_s]
     out = [
         Growth(
@@ -221,7 +255,7 @@ def latency_by_minute(history_csv: Path) -> list[dict]:
     Locust's history rows hold percentiles of a sliding ~10 s window, so one row per minute is
     a fair picture of drift without averaging percentiles.
     """
-    rows = [r for r in charts.read_history(history_csv) if r["p50"] is not None]
+    rows = [r for r in charts.read_history(history_csv) if r["p50"] and r["rps"]]
     picked, next_t = [], 0.0
     for row in rows:
         if row["t"] >= next_t:
@@ -269,44 +303,55 @@ def plot_soak(history_csv: Path, samples: list[RssSample], out_png: Path, title:
 
 
 # --- the soak --------------------------------------------------------------------------------
+def users_for(rate: float, per_user_rps: float = MAX_RPS_PER_USER) -> int:
+    """Enough paced users that each waits longer than a slow answer takes (keeps the rate)."""
+    return max(DEFAULT_USERS, math.ceil(rate / per_user_rps))
+
+
 def soak(host: str, pool_path: Path, key_file: Path | None, out_dir: Path, args) -> dict:
     """Run the soak against a started server; returns the report written to `soak.json`."""
     frontend_pid = listening_pid(port_of(host))
     if frontend_pid is None:
         raise RuntimeError(f"no local process listens on {host}: memory can't be sampled")
+    classes = list(args.user_classes)
     if args.rate:
         rate, source = args.rate, "--rate"
     else:
-        known = None if args.measure else latest_capacity()
+        known = None if args.measure else latest_capacity(classes)
         if known:
             capacity, source = known
         else:
-            capacity = measure_capacity(host, pool_path, key_file, out_dir / "capacity",
-                                        users=args.users)  # fmt: skip
+            capacity = measure_capacity(host, pool_path, key_file, out_dir / "capacity", classes)
             source = f"measured now ({out_dir / 'capacity'})"
         rate = capacity * args.load_fraction
         logger.info("capacity %.1f req/s (%s); soaking at %.1f req/s", capacity, source, rate)
-    users = args.users
+    users = args.users or users_for(rate)
     spec = LoadSpec(
         host=host,
         users=users,
         spawn_rate=users,
         run_time=args.duration,
         rps_per_user=rate / users,
+        user_classes=classes,
         # Zero failures is the soak's bar; latency is reported, not gated, here.
         extra_args=["--slo-max-failure-ratio=0", "--slo-p99-ms=100000"],
     )
+    seconds = parse_duration(args.duration)
+    warmup = min(args.warmup, seconds / 4)
     sampler = RssSampler(frontend_pid, interval_s=args.sample_interval).start()
+    title = f"soak {args.duration} at {rate:.0f} req/s"
     try:
-        result = run_locust(spec, out_dir, pool_path, key_file, frontend_pid,
-                            chart_title=f"soak {args.duration} at {rate:.0f} req/s")  # fmt: skip
+        result = run_locust(spec, out_dir, pool_path, key_file, frontend_pid, chart_title=title)
     finally:
         samples = sampler.stop()
     history = out_dir / "locust_stats_history.csv"
-    growth = rss_growth(samples)
+    growth = rss_growth(samples, warmup_s=warmup)
+    from_first = rss_growth(samples, warmup_s=0.0, window_s=args.sample_interval / 2)
     restarts = worker_restarts(samples)
     report = {
         "duration": args.duration,
+        "traffic": classes or "default mix (locustfile.USER_WEIGHTS)",
+        "users": users,
         "target_rps": round(rate, 1),
         "rate_source": source,
         "achieved_rps": round(result.rps, 1),
@@ -316,7 +361,9 @@ def soak(host: str, pool_path: Path, key_file: Path | None, out_dir: Path, args)
         "p95_ms": result.p95_ms,
         "p99_ms": result.p99_ms,
         "latency_by_minute": latency_by_minute(history) if history.is_file() else [],
+        "rss_warmup_s": warmup,
         "rss": [asdict(g) for g in growth],
+        "rss_from_first_sample": [asdict(g) for g in from_first],
         "max_rss_growth": max((g.growth for g in growth), default=0.0),
         "rss_growth_limit": args.max_rss_growth,
         "worker_restarts": restarts,
@@ -330,7 +377,7 @@ def soak(host: str, pool_path: Path, key_file: Path | None, out_dir: Path, args)
         and report["max_rss_growth"] < args.max_rss_growth
     )
     (out_dir / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_soak(history, samples, out_dir / "soak.png", f"soak {args.duration} at {rate:.0f} req/s")
+    plot_soak(history, samples, out_dir / "soak.png", title)
     return report
 
 
@@ -341,11 +388,15 @@ def format_report(report: dict) -> str:
         f"{report['achieved_rps']} req/s (target {report['target_rps']}, {report['rate_source']})",
         f"failures {report['failures']}; worker restarts {report['worker_restarts']}; "
         f"p50/p95/p99 {report['p50_ms']:.0f}/{report['p95_ms']:.0f}/{report['p99_ms']:.0f} ms",
-        f"{'process':<16}{'start MiB':>10}{'end MiB':>10}{'growth':>9}",
+        f"RSS: 'steady' = median after the first {report['rss_warmup_s']:.0f} s (JVM heap and "
+        "JIT warm-up) vs the last minute; 'first' = the very first sample vs the last",
+        f"{'process':<16}{'first MiB':>10}{'steady MiB':>11}{'end MiB':>10}"
+        f"{'growth':>9}{'from first':>11}",
     ]
-    for g in report["rss"]:
+    for g, f in zip(report["rss"], report["rss_from_first_sample"], strict=False):
         lines.append(
-            f"{g['process']:<16}{g['start_mib']:>10.1f}{g['end_mib']:>10.1f}{g['growth']:>9.1%}"
+            f"{g['process']:<16}{f['start_mib']:>10.1f}{g['start_mib']:>11.1f}"
+            f"{g['end_mib']:>10.1f}{g['growth']:>9.1%}{f['growth']:>11.1%}"
         )
     lines.append(f"{'minute':>6}{'req/s':>8}{'p50':>7}{'p95':>7}{'p99':>7}")
     for row in report["latency_by_minute"]:
@@ -391,10 +442,24 @@ def add_arguments(parser) -> None:
     load.add_argument(
         "--users",
         type=int,
-        default=DEFAULT_USERS,
-        help="Locust users sharing the rate (each paced with constant throughput).",
+        default=0,
+        help="Locust users sharing the rate, each paced with constant throughput (0 = enough "
+        f"for at most {MAX_RPS_PER_USER:g} req/s each, at least {DEFAULT_USERS}).",
+    )
+    load.add_argument(
+        "--user-class",
+        action="append",
+        default=[],
+        dest="user_classes",
+        help="Only these Locust user classes (repeatable; default: the locustfile's mix).",
     )
     check = parser.add_argument_group("checks")
+    check.add_argument(
+        "--warmup",
+        type=float,
+        default=DEFAULT_WARMUP_S,
+        help="Seconds excluded from the RSS baseline (capped at a quarter of the run).",
+    )
     check.add_argument(
         "--max-rss-growth",
         type=float,
