@@ -110,6 +110,16 @@ def test_server_is_configured_for_batching(torchserve):
     assert all(w["status"] == "READY" for w in model["workers"])
 
 
+def test_handler_modules_come_from_the_archive(torchserve):
+    """The worker imported `handler.*` from the extracted .mar, not from the repository."""
+    lines = [ln for ln in torchserve.console_log.read_text().splitlines()
+             if "preprocessing from" in ln]  # fmt: skip
+    assert lines, "the handler did not log where its modules came from"
+    path = lines[-1].rsplit("preprocessing from ", 1)[1].strip()
+    assert path.startswith(str(torchserve.run_dir / "tmp" / "models")), path
+    assert path.endswith("/handler/preprocessing.py")
+
+
 # --- input formats ----------------------------------------------------------------------------
 @pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream"])
 def test_raw_body(torchserve, digits, content_type):
