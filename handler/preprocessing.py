@@ -56,7 +56,7 @@ WORKING_SIZE = 400
 # Background/contrast estimation. Values are fractions of the [0, 1] grey range unless noted.
 _TILE_MIN_PX = 16  # smallest tile of the local-background grid (px)
 _TILE_GRID_MAX = 8  # at most 8x8 tiles: coarse enough that a stroke never fills a whole tile
-_TILE_PERCENTILE = 25  # a tile's background is its 25th percentile: right while ink covers < 75 %
+_TILE_MIN_PAPER = 0.25  # a tile needs a quarter of its pixels outside the ink to estimate paper
 _NOISE_SIGMAS = 3.0  # the soft threshold starts this many noise deviations above the background
 _MIN_THRESHOLD = 0.02  # ... and never below 2 % of the ink level (drops quantisation dust)
 _MAX_THRESHOLD = 0.35  # ... nor above 35 % of it (a digit covering half the image inflates sigma)
@@ -312,30 +312,57 @@ def _border(gray: np.ndarray) -> np.ndarray:
     )
 
 
-def _background_field(ink: np.ndarray) -> np.ndarray | float:
+def _rough_ink_mask(ink: np.ndarray) -> np.ndarray:
+    """Pixels that are clearly ink in a bright-ink-on-dark image (a global, generous cut).
+
+    Halfway between the paper (border median) and the ink's extreme (99.9th percentile, so that
+    a digit covering a small part of a big canvas still counts). Used only to keep ink out of
+    the background and noise estimates; a tightly cropped digit can cover half the picture.
+    """
+    paper = float(np.median(_border(ink)))
+    k = int(0.999 * (ink.size - 1))
+    top = float(np.partition(ink.ravel(), k)[k])
+    return ink > paper + 0.5 * (top - paper)
+
+
+def _background_field(ink: np.ndarray, inked: np.ndarray) -> np.ndarray | float:
     """Estimate the (possibly uneven) background of a bright-ink-on-dark image.
 
-    A coarse grid of tiles, each summarised by a low percentile (ink is bright, so the lower part
-    of a tile's histogram is paper unless ink covers most of it), then a 3x3 median over the
-    grid so that a tile crossed by a thick stroke takes its neighbours' level while a lighting
-    gradient passes unchanged (the median of a ramp is its middle), then bilinear interpolation
-    back to full size. This follows shadows, vignetting and lighting gradients of
-    phone photos without scipy.
+    A coarse grid of tiles, each summarised by the median of its pixels outside the rough ink
+    mask `inked` (a tile that is mostly ink has no say), then a 3x3 median over the grid that
+    fills such tiles from their neighbours and ignores odd ones out while a lighting gradient
+    passes unchanged (the median of a ramp is its middle), then bilinear interpolation back to
+    full size. This follows shadows, vignetting and lighting gradients of phone photos without
+    scipy. Small images (MNIST's own 28x28 among them) get one level.
     """
     h, w = ink.shape
+    paper = ink[~inked]
+    if paper.size == 0:
+        return 0.0
+    overall = float(np.partition(paper, paper.size // 2)[paper.size // 2])
     rows = min(_TILE_GRID_MAX, h // _TILE_MIN_PX)
     cols = min(_TILE_GRID_MAX, w // _TILE_MIN_PX)
     if rows < 2 or cols < 2:
-        # Small images (MNIST's own 28x28 among them) are crops or drawings: one level will do.
-        k = int((ink.size - 1) * _TILE_PERCENTILE / 100)
-        return float(np.partition(ink.ravel(), k)[k])
+        return overall
     th, tw = h // rows, w // cols
-    tiles = ink[: rows * th, : cols * tw].reshape(rows, th, cols, tw).transpose(0, 2, 1, 3)
-    level = np.percentile(tiles.reshape(rows, cols, th * tw), _TILE_PERCENTILE, axis=2)
+
+    def tiled(values: np.ndarray) -> np.ndarray:
+        cut = values[: rows * th, : cols * tw].reshape(rows, th, cols, tw)
+        return cut.transpose(0, 2, 1, 3).reshape(rows, cols, th * tw)
+
+    masked = np.where(tiled(inked), np.inf, tiled(ink))  # ink sorts after every paper pixel
+    masked.sort(axis=2)
+    valid = (~tiled(inked)).sum(axis=2)
+    level = np.take_along_axis(masked, (valid // 2)[..., None], axis=2)[..., 0]
+    level[valid < _TILE_MIN_PAPER * th * tw] = np.nan
+
+    # 3x3 median over the grid, NaN-aware: sorting puts NaN last, so the median of the valid
+    # neighbours is at index (count - 1) // 2.
     padded = np.pad(level, 1, mode="edge")
-    level = np.median(
-        [padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3)], axis=0
-    ).astype(np.float32)
+    stack = np.sort([padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3)], 0)
+    count = (~np.isnan(stack)).sum(axis=0)
+    median = np.take_along_axis(stack, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+    level = np.where(count > 0, median, overall).astype(np.float32)
     # Tile centres sit at (i + 0.5) * th; resizing the grid with BILINEAR maps them the same way.
     return np.asarray(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR))
 
@@ -361,13 +388,15 @@ def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
     """White-on-black ink in [0, 1] with background removed and contrast stretched, or None."""
     if _ink_is_dark(gray):
         gray = 1.0 - gray
-    residual = gray - _background_field(gray)
+    inked = _rough_ink_mask(gray)
+    residual = gray - _background_field(gray, inked)
 
-    # Noise from the lower half of the residual histogram, which is background as long as ink
-    # covers less than half the image: sigma ~ P50 - P16 for Gaussian noise (JPEG, paper grain).
+    # Paper level and noise from the pixels outside the rough ink mask: sigma ~ P50 - P16 for
+    # Gaussian noise (JPEG, paper grain), robust to the anti-aliased fringes that remain.
     flat = residual.ravel()
-    k16, k50 = int(0.16 * (flat.size - 1)), int(0.50 * (flat.size - 1))
-    parted = np.partition(flat, (k16, k50))  # O(n) order statistics; a full sort costs more
+    paper = residual[~inked] if not inked.all() else flat
+    k16, k50 = int(0.16 * (paper.size - 1)), int(0.50 * (paper.size - 1))
+    parted = np.partition(paper, (k16, k50))  # O(n) order statistics; a full sort costs more
     p16, p50 = float(parted[k16]), float(parted[k50])
     sigma = max(p50 - p16, 0.0)
     floor = p50 + _NOISE_SIGMAS * sigma
@@ -507,17 +536,25 @@ def _encode(image: Image.Image, fmt: str, **params) -> bytes:
     return buffer.getvalue()
 
 
-def _bench_inputs(mnist_dir: Path | None) -> dict[str, bytes]:
-    rng = np.random.default_rng(0)
-    digit28 = None
-    images = mnist_dir / "t10k-images-idx3-ubyte.gz" if mnist_dir else None
-    if images is not None and images.is_file():
-        import gzip
+def _first_mnist_digit(mnist_dir: Path) -> np.ndarray | None:
+    """The first MNIST test image (28x28 uint8) from an IDX file, gzipped or not, if present."""
+    import gzip
 
-        with gzip.open(images, "rb") as handle:
-            digit28 = np.frombuffer(handle.read(16 + 784), np.uint8, offset=16).reshape(28, 28)
+    stem = "t10k-images-idx3-ubyte"
+    for name, opener in ((stem, open), (f"{stem}.gz", gzip.open)):
+        path = mnist_dir / name
+        if path.is_file():
+            with opener(path, "rb") as handle:
+                header = handle.read(16 + IMAGE_SIZE * IMAGE_SIZE)
+            return np.frombuffer(header, np.uint8, offset=16).reshape(IMAGE_SIZE, IMAGE_SIZE)
+    return None
+
+
+def _bench_inputs(mnist_dir: Path) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    digit28 = _first_mnist_digit(mnist_dir)
     if digit28 is None:  # no MNIST around: an inverted synthetic digit of the same size
-        digit28 = 255 - np.asarray(_synthetic_digit((28, 28), rng))
+        digit28 = 255 - np.asarray(_synthetic_digit((IMAGE_SIZE, IMAGE_SIZE), rng))
     small = _synthetic_digit((300, 300), rng).convert("RGB")
     photo = _synthetic_digit((4000, 3000), rng).convert("RGB")
     return {
@@ -527,7 +564,7 @@ def _bench_inputs(mnist_dir: Path | None) -> dict[str, bytes]:
     }
 
 
-def bench(repeat: int, mnist_dir: Path | None) -> dict:
+def bench(repeat: int, mnist_dir: Path) -> dict:
     """Time `preprocess` per image for each input kind, interleaved so they share conditions."""
     inputs = _bench_inputs(mnist_dir)
     for data in inputs.values():  # warm-up: imports, plugin registration, allocator
@@ -597,8 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     bench_opts.add_argument(
         "--mnist-dir",
         type=Path,
-        default=Path(os.environ.get("MNIST_DIR", Path(__file__).resolve().parents[1] / "data")),
-        help="MNIST IDX folder for the 28x28 sample (env MNIST_DIR); synthetic if absent",
+        default=Path(os.environ.get("MNIST_DIR", Path.home() / ".cache" / "lenet-mnist")),
+        help="MNIST IDX folder for the 28x28 sample (env MNIST_DIR; else train.mnist's "
+        "download cache); a synthetic digit if absent",
     )
     preview = parser.add_argument_group("preview")
     preview.add_argument("--out-dir", type=Path, help="write each 28x28 result here as PNG")

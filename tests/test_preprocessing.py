@@ -27,15 +27,18 @@ from handler.preprocessing import (
 # --- fixtures and helpers ---------------------------------------------------------------------
 
 
-def _ink_mask(size: tuple[int, int] = (120, 90), offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """A '4'-like glyph (asymmetric, so rotations and flips are detectable) as ink in [0, 1]."""
+def _ink_mask(
+    size: tuple[int, int] = (120, 90), offset: tuple[int, int] = (0, 0), weight: float = 1 / 9
+) -> np.ndarray:
+    """A '4'-like glyph (asymmetric, so rotations and flips are detectable) as ink in [0, 1];
+    `weight` is the stroke width as a fraction of the glyph's size."""
     width, height = size
     canvas = Image.new("L", size, 0)
     draw = ImageDraw.Draw(canvas)
     ox, oy = offset
     x0, y0 = width * 0.3 + ox, height * 0.15 + oy
     s = min(width, height) * 0.6
-    stroke = max(2, int(s / 9))
+    stroke = max(2, int(s * weight))
     corner = [(x0 + s * 0.45, y0), (x0, y0 + s * 0.65), (x0 + s * 0.7, y0 + s * 0.65)]
     draw.line(corner, 255, stroke)
     draw.line([(x0 + s * 0.5, y0 + s * 0.25), (x0 + s * 0.5, y0 + s * 1.05)], 255, stroke)
@@ -186,6 +189,26 @@ def test_blank_noisy_paper_photo_gives_zeros():
     paper = np.clip(rng.normal(210, 5, size=(240, 320)), 0, 255).astype(np.uint8)
     data = encode(Image.fromarray(paper, "L"), "JPEG", quality=70)
     assert not to_mnist(decode_image(data)).any()
+
+
+@pytest.mark.parametrize("margin", [0, 1])
+def test_tightly_cropped_bold_digit(margin):
+    # A user crops right to a marker-written digit: ink covers ~40 % of the picture and touches
+    # the border. Background and noise estimates must not mistake the ink for paper (a
+    # per-tile low percentile did, and stripped the strokes' cores).
+    glyph = _ink_mask((120, 90), weight=1 / 5)
+    rows, cols = np.flatnonzero(glyph.any(1)), np.flatnonzero(glyph.any(0))
+    crop = glyph[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    bold = Image.fromarray((crop * 255).astype(np.uint8)).resize(
+        (crop.shape[1] * 4, crop.shape[0] * 4), Image.Resampling.BICUBIC
+    )
+    framed = np.pad(np.asarray(bold, dtype=np.float32) / 255.0, margin * 4)
+    assert framed.mean() > 0.35  # genuinely ink-heavy
+    # The same glyph on a roomy sheet, where paper is plentiful everywhere, is the yardstick.
+    expected = to_mnist(dark_on_light(np.pad(framed, 150)))
+    out = to_mnist(dark_on_light(framed))
+    assert mean_abs_diff(out, expected) < CLOSE
+    assert out.max() == pytest.approx(1.0)
 
 
 def test_speck_of_dust_does_not_stretch_the_box(ink, reference):

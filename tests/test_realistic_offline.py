@@ -2,7 +2,8 @@
 
 Three claims a user relies on:
 - realistic uploads (dark ink on light paper, off-centre, any size, JPEG/PNG, see
-  tests/realistic.py) are classified >= 97 % correctly through `preprocess`;
+  tests/realistic.py) are classified >= 97 % correctly through `preprocess`, and so are tight
+  crops where the ink covers a third of the picture;
 - the naive resize-only pipeline gets < 20 % on the same uploads, i.e. preprocessing is what
   makes the difference (measured side by side on the same bytes);
 - raw 28x28 MNIST test PNGs through `preprocess` score within 0.3 % of the IDX tensors and keep
@@ -24,6 +25,7 @@ from tests.realistic import (
     load_test_digits,
     mnist_dir,
     render_realistic_set,
+    render_tight_crop,
     resize_only_preprocess,
 )
 
@@ -33,6 +35,7 @@ pytestmark = pytest.mark.slow
 
 REALISTIC_COUNT = 1000
 REALISTIC_SEED = 20260415
+TIGHT_COUNT = 500
 MIN_REALISTIC_ACCURACY = 0.97
 MAX_RESIZE_ONLY_ACCURACY = 0.20
 MAX_ROUND_TRIP_GAP = 0.003
@@ -81,6 +84,16 @@ def test_resize_only_baseline_fails_on_the_same_uploads(model, realistic):
     accuracy = float((predict(model, naive) == labels).mean())
     print(f"realistic uploads through resize-only: {accuracy:.2%} of {len(labels)}")
     assert accuracy < MAX_RESIZE_ONLY_ACCURACY
+
+
+def test_tight_crops_are_classified_through_preprocess(model, mnist_test):
+    images, labels = mnist_test
+    rng = np.random.default_rng(REALISTIC_SEED + 1)
+    picked = rng.choice(len(images), size=TIGHT_COUNT, replace=False)
+    batch = np.stack([preprocess(render_tight_crop(images[i], rng)) for i in picked])
+    accuracy = float((predict(model, batch) == labels[picked]).mean())
+    print(f"tight crops through preprocess: {accuracy:.2%} of {TIGHT_COUNT}")
+    assert accuracy >= MIN_REALISTIC_ACCURACY
 
 
 def test_raw_mnist_pngs_round_trip(model, mnist_test):
