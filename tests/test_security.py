@@ -35,7 +35,7 @@ from tests.server_access import (
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 KEY_FILE_NAME = "key_file.json"
-IMAGE_NAME = "lenet-serve"  # tag used by docker-compose.yml / the docker tests
+IMAGE_NAME = "lenet-serve"  # repository of docker-compose*.yml's images (tags cpu, gpu)
 WRONG_TOKEN = "not-the-key-0123456789"
 
 
@@ -174,16 +174,18 @@ def test_container_uid_is_not_zero():
         pytest.skip("no docker CLI on this machine")
     if subprocess.run([docker, "info"], capture_output=True, check=False).returncode != 0:
         pytest.skip("no running Docker engine")
-    images = subprocess.run(
-        [docker, "images", "-q", IMAGE_NAME], capture_output=True, text=True, check=False
-    ).stdout.split()
-    if not images:
-        pytest.skip(f"image {IMAGE_NAME} not built (docker compose build)")
-    uid = subprocess.run(
-        [docker, "run", "--rm", "--entrypoint", "id", IMAGE_NAME, "-u"],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout.strip()  # fmt: skip
-    assert uid != "0"
+    tags = subprocess.run(
+        [docker, "images", IMAGE_NAME, "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    if not tags:
+        pytest.skip(f"no {IMAGE_NAME} image built (docker compose -f docker-compose.cpu.yml build)")
+    for tag in tags:  # cpu and gpu builds: every one must drop root
+        uid = subprocess.run(
+            [docker, "run", "--rm", "--network", "none", "--entrypoint", "id", tag, "-u"],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout.strip()  # fmt: skip
+        assert uid.isdigit() and uid != "0", f"{tag} runs as uid {uid!r}"
 
 
 # --- live: the real session server -------------------------------------------------------------
