@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+import requests
+
 from deploy import keys
 from deploy.archive import DEFAULT_ARTIFACT, ArchiveError, archive_contents, build_archive
 from deploy.launcher import DEFAULT_MODEL_STORE, PID_FILE_NAME, ServeError, TorchServe
@@ -123,14 +125,18 @@ def cmd_status(args) -> int:
         print(f"no TorchServe running from {run_dir}")
         return 1
     try:
+        ping = requests.get(f"{server.inference_url}/ping", timeout=5,
+                            headers=keys.auth_headers(server.inference_token))  # fmt: skip
+        health = ping.json().get("status", ping.text) if ping.ok else f"HTTP {ping.status_code}"
         workers = server.workers()
     except Exception as exc:  # any failure to ask is itself the status to report
         print(f"TorchServe pid {server.pid} is running but not answering: {exc}")
         return 1
-    print(f"TorchServe pid {server.pid} at {server.inference_url}")
+    print(f"TorchServe pid {server.pid} at {server.inference_url}: {health}")
     for w in workers:
         print(f"  worker {w['id']}: pid {w['pid']} {w['status']}")
-    return 0 if workers and all(w["status"] == "READY" for w in workers) else 1
+    ready = health == "Healthy" and workers and all(w["status"] == "READY" for w in workers)
+    return 0 if ready else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
