@@ -304,3 +304,18 @@ def test_torch_threads_from_env_then_model_config(model_dir, monkeypatch, env, y
         assert torch.get_num_threads() == expected_threads
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_handler_runs_on_a_real_gpu(model_dir, digit):
+    h = LenetHandler()
+    threads = torch.get_num_threads()
+    try:
+        h.initialize(make_context(model_dir, gpu_id=0))
+    finally:
+        torch.set_num_threads(threads)
+    assert h.device == torch.device("cuda:0")
+    assert next(iter(h.model.parameters())).device == torch.device("cuda:0")
+    ((status, answer),) = run(h, [{"body": encode(digit[0])}])
+    assert status == 200 and isinstance(answer, Prediction)
