@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -326,6 +327,8 @@ class TorchServe:
         """
         if self._proc is not None and self._proc.poll() is None:
             raise ServeError(f"TorchServe (pid {self._pgid}) is already running")
+        # Archives a previous run extracted (TorchServe leaves them behind on a kill).
+        shutil.rmtree(self.run_dir / "tmp" / "models", ignore_errors=True)
         (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
         self.served_store = self.prepare_model_store()
         busy = [p for p in self.ports if port_in_use(p)]

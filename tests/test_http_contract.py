@@ -263,8 +263,12 @@ def test_every_error_body_is_json_schema_valid(torchserve):
     """TorchServe's own errors (refused key, unknown model) share the ErrorResponse shape."""
     for resp in (
         post(torchserve, token=None, data=b"x"),
-        requests.post(f"{torchserve.inference_url}/predictions/nope", data=b"x", timeout=TIMEOUT,
-                      headers=auth_headers(torchserve.inference_token)),  # fmt: skip
+        requests.post(
+            f"{torchserve.inference_url}/predictions/nope",
+            data=b"x",
+            timeout=TIMEOUT,
+            headers=auth_headers(torchserve.inference_token),
+        ),  # fmt: skip
     ):
         assert resp.status_code >= 400
         body = json.loads(resp.content)
