@@ -251,3 +251,16 @@ def test_cached_copy_is_not_refetched(tmp_path):
     for name in mnist.FILE_NAMES:
         shutil.copy(mnist.find_file(source, name), cache / f"{name}.gz")
     assert mnist.download_mnist(cache, mirrors=[_dead_mirror()], timeout=5) == cache
+
+
+def test_test_digits_need_only_the_two_test_files(tmp_path):
+    source = mnist_dir()
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        found = mnist.find_file(source, name)
+        (tmp_path / found.name).symlink_to(found.resolve())
+
+    images, labels = mnist.load_test_digits(tmp_path)
+
+    assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
+    with pytest.raises(mnist.MnistError, match="train-images-idx3-ubyte"):
+        mnist.load_mnist(tmp_path)

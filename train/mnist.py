@@ -139,31 +139,47 @@ def load_mnist(
 
 
 def load_test_digits(data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The 10,000 test images and labels, from `data_dir`, else $MNIST_DIR, else the cache."""
-    m = load_verified(Path(resolve_data_dir(data_dir)))
-    return m.test_x, m.test_y
+    """The 10,000 test images and labels, from `data_dir`, else $MNIST_DIR, else the cache.
+
+    Reads (and verifies) only the two t10k files, so callers that need test digits do not pay
+    for parsing the training set.
+    """
+    directory = Path(resolve_data_dir(data_dir))
+    _check_dir(directory)
+    images, _ = read_verified(directory, "t10k-images-idx3-ubyte")
+    labels, _ = read_verified(directory, "t10k-labels-idx1-ubyte")
+    return images, labels
+
+
+def _check_dir(data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        raise _fail(f"MNIST directory {data_dir} does not exist")
+
+
+def read_verified(data_dir: Path, name: str, *, verify: bool = True) -> tuple[np.ndarray, str]:
+    """Parse one of the four files in `data_dir` and check its checksum: `(array, sha256)`."""
+    path = find_file(data_dir, name)
+    data = read_bytes(path)
+    # Structure first: "wrong magic" or "truncated" says more than a bare checksum mismatch.
+    array = parse_idx(
+        data, images="images" in name, expected_count=_expected_count(name), source=str(path)
+    )
+    digest = hashlib.sha256(data).hexdigest()
+    if verify and digest != SHA256[name]:
+        raise _fail(
+            f"checksum mismatch for {path}: sha256 of the decompressed bytes is {digest}, "
+            f"expected {SHA256[name]}"
+        )
+    return array, digest
 
 
 def load_verified(data_dir: Path, *, verify: bool = True) -> Mnist:
     """Read, checksum and parse the four files in `data_dir` into an `Mnist`."""
-    if not data_dir.is_dir():
-        raise _fail(f"MNIST directory {data_dir} does not exist")
+    _check_dir(data_dir)
     arrays: dict[str, np.ndarray] = {}
     digests: dict[str, str] = {}
     for name in FILE_NAMES:
-        path = find_file(data_dir, name)
-        data = read_bytes(path)
-        # Structure first: "wrong magic" or "truncated" says more than a bare checksum mismatch.
-        arrays[name] = parse_idx(
-            data, images="images" in name, expected_count=_expected_count(name), source=str(path)
-        )
-        digest = hashlib.sha256(data).hexdigest()
-        if verify and digest != SHA256[name]:
-            raise _fail(
-                f"checksum mismatch for {path}: sha256 of the decompressed bytes is {digest}, "
-                f"expected {SHA256[name]}"
-            )
-        digests[name] = digest
+        arrays[name], digests[name] = read_verified(data_dir, name, verify=verify)
     for split in ("train", "t10k"):
         n_img = len(arrays[f"{split}-images-idx3-ubyte"])
         n_lab = len(arrays[f"{split}-labels-idx1-ubyte"])

@@ -33,7 +33,12 @@ def training_curves(history: Sequence[EpochStats], best_epoch: int, path: Path) 
     ax_loss.set(title="Cross-entropy loss", xlabel="epoch", ylabel="loss")
     ax_acc.plot(epochs, [100 * h.train_accuracy for h in history], "o-", label="train (augmented)")
     ax_acc.plot(epochs, [100 * h.val_accuracy for h in history], "o-", label="validation")
-    ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    # Log loss and a clipped accuracy axis: otherwise the warm-up epoch squashes the late,
+    # interesting epochs (99.x %) into one flat line.
+    ax_loss.set_yscale("log")
+    floor = 95.0
+    ax_acc.set_ylim(floor, 100.0)
+    ax_acc.set(title=f"Accuracy (axis from {floor:.0f} %)", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept (epoch {best_epoch})")
         ax.grid(alpha=0.3)
