@@ -42,12 +42,21 @@ QUICK_EPOCHS = 2
 MODEL_NAME = "lenet"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for flags and for options whose help already explains them."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, grouped by concern, defaults shown in --help."""
     parser = argparse.ArgumentParser(
         prog="python -m train",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -87,17 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"epochs (default {FitConfig.epochs}; {QUICK_EPOCHS} with --quick)",
     )
-    opt.add_argument("--batch-size", type=int, default=FitConfig.batch_size)
+    opt.add_argument("--batch-size", type=int, default=FitConfig.batch_size, help="images per step")
     opt.add_argument("--lr", type=float, default=FitConfig.max_lr, help="OneCycle peak lr (AdamW)")
-    opt.add_argument("--weight-decay", type=float, default=FitConfig.weight_decay)
-    opt.add_argument("--label-smoothing", type=float, default=FitConfig.label_smoothing)
+    opt.add_argument(
+        "--weight-decay", type=float, default=FitConfig.weight_decay, help="AdamW weight decay"
+    )
+    opt.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=FitConfig.label_smoothing,
+        help="cross-entropy label smoothing (validation loss is always plain cross-entropy)",
+    )
     opt.add_argument(
         "--no-augment",
         dest="augment",
         action="store_false",
         help="disable the random affine augmentation",
     )
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--seed", type=int, default=0, help="seeds init, shuffling, augmentation")
     opt.add_argument(
         "--quick",
         action="store_true",
