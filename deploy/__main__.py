@@ -164,11 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("--run-dir", type=Path, default=keys.run_dir(),
                            help="pid file, key file and logs (env LENET_RUN_DIR)")  # fmt: skip
         if name == "serve":
-            where.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE)
+            where.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE,
+                               help="directory holding lenet.mar")  # fmt: skip
             ports = p.add_argument_group("ports (127.0.0.1)")
-            ports.add_argument("--inference-port", type=int, default=8080)
-            ports.add_argument("--management-port", type=int, default=8081)
-            ports.add_argument("--metrics-port", type=int, default=8082)
+            ports.add_argument("--inference-port", type=int, default=8080, help="predictions")
+            ports.add_argument("--management-port", type=int, default=8081, help="management")
+            ports.add_argument("--metrics-port", type=int, default=8082, help="Prometheus")
         if name != "status":
             p.add_argument("--timeout", type=float, default=180.0 if name == "serve" else 30.0,
                            help="seconds to wait for ready / for exit")  # fmt: skip
