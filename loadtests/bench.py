@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from loadtests import RESULTS_DIR
-from loadtests.pool import ImagePool, ensure_pool, resolve_model
+from loadtests.pool import ImagePool, ensure_pool, served_model
 from loadtests.runner import (
     LoadSpec,
     RunResult,
@@ -229,7 +229,7 @@ def add_arguments(parser) -> None:
     load.add_argument("--ceiling-seconds", type=float, default=5.0, help="In-process run length.")
     load.add_argument("--ceiling-threads", type=int, default=1, help="Torch threads in-process.")
     load.add_argument("--model", type=Path, default=None,
-                      help="Model for pool and ceiling ($LENET_MODEL or artifacts/lenet.pt).")
+                      help="Model for pool and ceiling (default: the one in the served .mar).")
     goals = parser.add_argument_group("targets")
     goals.add_argument("--min-speedup", type=float, default=20.0, help="tuned/stock single req/s.")
     goals.add_argument("--min-ceiling-share", type=float, default=0.5,
@@ -245,7 +245,7 @@ def command(args) -> int:
     import platform
 
     out_dir = args.out or timestamped_dir("bench")
-    args.model = resolve_model(args.model)
+    args.model = served_model(args.model)
     pool_path = ensure_pool(model_path=args.model)
     pool = ImagePool.load(pool_path)
     processes = args.processes if args.processes is not None else auto_processes(False)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import os
 import random
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,9 +173,42 @@ def build_pool(
     )
 
 
+def model_in_archive(mar: str | Path) -> Path:
+    """The serialized model inside a TorchServe archive, extracted once (cached by content).
+
+    Building the pool from the model the server really serves (rather than artifacts/lenet.pt,
+    which a retrain may have replaced since the archive was built) keeps "every pool digit is
+    classified correctly" true for the server under test.
+    """
+    mar = Path(mar)
+    try:
+        with zipfile.ZipFile(mar) as zf:
+            manifest = json.loads(zf.read("MAR-INF/MANIFEST.json"))
+            data = zf.read(manifest["model"]["serializedFile"])
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise FileNotFoundError(f"cannot read the model inside archive {mar}: {exc}") from exc
+    path = RESULTS_DIR / "models" / f"{hashlib.sha256(data).hexdigest()[:12]}.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
 def resolve_model(model_path: str | Path | None = None) -> Path:
     """The local model: the argument, else `$LENET_MODEL`, else artifacts/lenet.pt."""
     return Path(model_path or os.environ.get("LENET_MODEL", DEFAULT_MODEL))
+
+
+def served_model(model_path: str | Path | None = None, remote: bool = False) -> Path:
+    """The model to build the pool from: the argument; for a local server the model inside
+    the .mar it serves (`$LENET_MODEL_STORE` or model_store/); else `resolve_model()`."""
+    if model_path or remote:
+        return resolve_model(model_path)
+    store = Path(os.environ.get("LENET_MODEL_STORE", REPO_ROOT / "model_store"))
+    mar = store / "lenet.mar"
+    return model_in_archive(mar) if mar.is_file() else resolve_model()
 
 
 def ensure_pool(

@@ -483,8 +483,9 @@ def add_arguments(parser) -> None:
         help="Server URL to load (e.g. http://127.0.0.1:8080); default: start a local TorchServe "
         "through deploy.launcher on free ports and stop it afterwards.",
     )
-    target.add_argument("--model", type=Path, default=None, help="Local model for the pool "
-                        "(default: $LENET_MODEL or artifacts/lenet.pt).")  # fmt: skip
+    target.add_argument("--model", type=Path, default=None, help="Model for the pool (default: "
+                        "the one inside the served lenet.mar; with --host $LENET_MODEL or "
+                        "artifacts/lenet.pt).")  # fmt: skip
     target.add_argument("--pool", type=Path, default=None, help="Image pool .npz (default: build "
                         "or reuse the cached pool for --model).")  # fmt: skip
     load = parser.add_argument_group("load")
@@ -515,10 +516,10 @@ def add_arguments(parser) -> None:
 def command(args) -> int:
     """Run one load test; returns Locust's (SLO-gated) exit code."""
     from deploy.keys import inference_token
-    from loadtests.pool import ensure_pool
+    from loadtests.pool import ensure_pool, served_model
 
     out_dir = args.out or timestamped_dir("step" if args.step else "run")
-    pool_path = args.pool or ensure_pool(model_path=args.model)
+    pool_path = args.pool or ensure_pool(model_path=served_model(args.model, bool(args.host)))
     pool = ImagePool.load(pool_path)
     spec = LoadSpec(
         host=args.host or "",

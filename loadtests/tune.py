@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests import RESULTS_DIR
-from loadtests.pool import ImagePool, ensure_pool
+from loadtests.pool import ImagePool, ensure_pool, served_model
 from loadtests.runner import LoadSpec, auto_processes, local_server, run_locust, timestamped_dir
 from loadtests.runner import warm_up as warm_up_server
 
@@ -210,7 +210,7 @@ def add_arguments(parser) -> None:
     load.add_argument("--confirm-rounds", type=int, default=2,
                       help="Interleaved re-runs per top point (0: one sample).")  # fmt: skip
     load.add_argument("--model", type=Path, default=None,
-                      help="Model for the pool (default: $LENET_MODEL or artifacts/lenet.pt).")
+                      help="Model for the pool (default: the one in the served .mar).")
     parser.add_argument("--out", type=Path, default=None, help="Result folder.")
 
 
@@ -221,7 +221,7 @@ def command(args) -> int:
     if args.processes is None:
         args.processes = auto_processes(False)
     out_dir = args.out or timestamped_dir("tune")
-    pool_path = ensure_pool(model_path=args.model)
+    pool_path = ensure_pool(model_path=served_model(args.model))
     pool = ImagePool.load(pool_path)
     rows = sweep(args, out_dir, pool_path, pool)
     confirmed = confirm(rows, args, out_dir, pool_path, pool)

@@ -8,22 +8,21 @@ disagrees) and a run whose p99 bound cannot be met. A gate that cannot fail is a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from loadtests import slo
-from loadtests.pool import ImagePool, ensure_pool
+from loadtests.pool import ImagePool, ensure_pool, model_in_archive
 from loadtests.runner import LoadSpec, run_locust
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def pool_path():
-    try:
-        return ensure_pool()
-    except FileNotFoundError as exc:
-        pytest.skip(f"no trained model for the image pool: {exc}")
+def pool_path(torchserve):
+    """Digits that the model inside the served archive classifies correctly offline."""
+    return ensure_pool(model_path=model_in_archive(Path(torchserve.model_store) / "lenet.mar"))
 
 
 def target(server) -> tuple[str, object]:

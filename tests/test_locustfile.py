@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.parser
 import io
+import os
 import random
 import subprocess
 import sys
@@ -13,16 +14,27 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("locust")
+# `import locust` monkey-patches the whole process with gevent (sockets, threads, ssl) unless told
+# not to. In a shared pytest session that breaks the other tests (and an ssl module imported
+# earlier: RecursionError), and these tests only need Locust's parser, stats and shape objects.
+# So import it unpatched, and restore the environment so Locust subprocesses are patched normally.
+_saved = os.environ.get("LOCUST_SKIP_MONKEY_PATCH")
+os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
+try:
+    pytest.importorskip("locust")
+    from locust import events as locust_events
+    from locust.argument_parser import get_parser
+    from locust.env import Environment
 
-from locust import events as locust_events  # noqa: E402
-from locust.argument_parser import get_parser  # noqa: E402
-from locust.env import Environment  # noqa: E402
-
-from loadtests import LOCUST_CONF, LOCUSTFILE, REPO_ROOT, charts, runner, slo  # noqa: E402
-from loadtests import locustfile as lf  # noqa: E402
-from loadtests.pool import ImagePool, encode_png  # noqa: E402
-from loadtests.shapes import StepLoadShape  # noqa: E402
+    from loadtests import LOCUST_CONF, LOCUSTFILE, REPO_ROOT, charts, runner, slo
+    from loadtests import locustfile as lf
+    from loadtests.pool import ImagePool, encode_png
+    from loadtests.shapes import StepLoadShape
+finally:
+    if _saved is None:
+        del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
+    else:
+        os.environ["LOCUST_SKIP_MONKEY_PATCH"] = _saved
 
 
 def tiny_pool(n: int = 12) -> ImagePool:
