@@ -26,6 +26,15 @@ LOCUST_RUN_TIME="${LOCUST_RUN_TIME:-30s}"
 export LENET_BASE_IMAGE="${LENET_BASE_IMAGE:-lenet-base:bookworm}"
 
 T0=$SECONDS
+ENGINE_PID=""
+stop_engine() {
+    [[ -n "$ENGINE_PID" ]] || return 0
+    log "stopping the dockerd this run started (pid $ENGINE_PID)"
+    kill -TERM "$ENGINE_PID" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$ENGINE_PID" 2>/dev/null || return 0; sleep 1; done
+    kill -KILL "$ENGINE_PID" 2>/dev/null || true
+}
+trap stop_engine EXIT
 declare -A TIMES
 log() { echo "[compose-test $(date +%T)] $*" >&2; }
 skip() { echo "COMPOSE_TEST_SKIP: $*"; exit 77; }
@@ -40,9 +49,10 @@ if ! docker info >/dev/null 2>&1; then
     [[ $EUID -eq 0 ]] || skip "no Docker engine runs and starting dockerd needs root"
     mkdir -p "$CACHE"
     log "starting dockerd (log: $CACHE/dockerd.log)"
-    # setsid: the engine outlives this script on purpose (its image cache is what makes the next
-    # run fast); it is the machine's engine, not a test process.
+    # Started here, stopped here (in cleanup): images and build cache stay on disk in
+    # /var/lib/docker, so the next run is just as fast without a daemon left running.
     setsid dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
+    ENGINE_PID=$!
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
     docker info >/dev/null 2>&1 \
         || skip "dockerd did not start within 60 s: $(tail -n 3 "$CACHE/dockerd.log" | tr '\n' ' ')"
@@ -97,6 +107,7 @@ cleanup() {
     fi
     compose --profile loadtest down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
     rm -rf "$WORK"
+    stop_engine
     exit "$rc"
 }
 trap cleanup EXIT
