@@ -213,6 +213,24 @@ class RowWriter:
         self.close()
 
 
+def check_output(path: str | Path, *, resume: bool, overwrite: bool) -> str:
+    """Validate the output path without touching it; returns its format ('csv'/'jsonl').
+
+    OutputError for an unknown extension, a missing folder, or an existing file without
+    `resume`/`overwrite` (a finished run is never clobbered by accident).
+    """
+    path = Path(path)
+    fmt = format_for(path)
+    if not path.parent.is_dir():
+        raise OutputError(f"output folder {path.parent} does not exist")
+    if path.exists() and not (resume or overwrite):
+        raise OutputError(
+            f"output {path} already exists: pass --resume to continue it or --overwrite "
+            "to replace it"
+        )
+    return fmt
+
+
 def open_output(path: str | Path, *, resume: bool, overwrite: bool,
                 on_existing_row=None) -> tuple[RowWriter, set[str]]:
     """Prepare the output file and return `(writer, done_paths)`.
@@ -224,9 +242,7 @@ def open_output(path: str | Path, *, resume: bool, overwrite: bool,
     - exists otherwise: OutputError, so a finished run is never clobbered by accident.
     """
     path = Path(path)
-    fmt = format_for(path)
-    if not path.parent.is_dir():
-        raise OutputError(f"output folder {path.parent} does not exist")
+    fmt = check_output(path, resume=resume, overwrite=overwrite)
     done: set[str] = set()
     if path.exists():
         if resume:
@@ -240,11 +256,6 @@ def open_output(path: str | Path, *, resume: bool, overwrite: bool,
                 done.add(row.path)
                 if on_existing_row is not None:
                     on_existing_row(row)
-        elif overwrite:
+        else:  # overwrite (check_output refused the other cases)
             path.unlink()
-        else:
-            raise OutputError(
-                f"output {path} already exists: pass --resume to continue it or --overwrite "
-                "to replace it"
-            )
     return RowWriter(path, fmt), done

@@ -161,6 +161,7 @@ def test_exit_codes(tmp_path, model):
                         tmp_path / "nope.pt")
     assert missing.returncode == EXIT_JOB_FAILED
     assert "nope.pt" in missing.stderr and "not found" in missing.stderr
+    assert not (tmp_path / "q.csv").exists(), "a failed start must not leave an output behind"
     bad_ext = run_batch("score", folder, "-o", tmp_path / "p.xlsx", "--model", model)
     assert bad_ext.returncode == EXIT_JOB_FAILED and ".xlsx" in bad_ext.stderr
     no_dir = run_batch("score", tmp_path / "absent", "-o", tmp_path / "r.csv")
