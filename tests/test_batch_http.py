@@ -169,3 +169,25 @@ def test_dead_url_is_retried_then_rows_fail_and_a_live_url_takes_over(torchserve
                 "--images-per-request", "4", "--no-progress")
     assert both.returncode == EXIT_OK, both.stderr
     assert sorted(r.path for r in read_output(tmp_path / "both.csv")) == sorted(files)
+
+
+def test_queue_full_503s_are_retried_until_every_row_is_scored(torchserve_factory, tmp_path):
+    from batch.http_engine import HttpEngine, RetryPolicy
+
+    # A one-slot job queue and far more requests in flight than it holds: TorchServe answers
+    # many of them 503 (queue full); each must be retried, never become an error row.
+    srv = torchserve_factory(config_overrides={"job_queue_size": "1"})
+    folder = tmp_path / "in"
+    files = write_digits(folder, 200)
+    engine = HttpEngine([srv.inference_url], token_source=lambda: srv.inference_token,
+                        concurrency=12, images_per_request=1,
+                        retry=RetryPolicy(max_attempts=30, base=0.05, cap=0.5))
+    out = tmp_path / "pred.jsonl"
+    writer, _ = open_output(out, resume=False, overwrite=False)
+    with writer:
+        for row in engine.score(folder, iter_files(folder)):
+            writer.write(row)
+    rows = read_output(out)
+    assert sorted(r.path for r in rows) == sorted(files)
+    assert [r.error for r in rows if r.error] == []
+    assert engine.retries > 0, "a one-slot queue under 12 concurrent requests must answer 503"
