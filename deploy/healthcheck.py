@@ -1,9 +1,15 @@
 #!/opt/venv/bin/python
-"""Container HEALTHCHECK: GET /ping on the local inference API, healthy on 200 "Healthy".
+"""Container HEALTHCHECK: healthy when TorchServe can answer a prediction now.
 
-With token authorisation on (the default) the request carries the inference key from the key
-file TorchServe wrote into its working directory (deploy/keys.py: $LENET_RUN_DIR/key_file.json).
-Standard library only and one short request: it runs every few seconds. The key is never printed.
+Two local requests, standard library only (it runs every few seconds):
+1. GET /ping on the inference API must say "Healthy";
+2. the management API's describe of the model must list at least one READY worker. /ping alone
+   is not enough: TorchServe 0.12.0 answers Healthy while the worker is still loading (measured
+   in this container: ping Healthy at 4 s, the worker still UNLOADING, READY two seconds later).
+
+With token authorisation on (the default) each request carries its key from the key file
+TorchServe wrote into its working directory (deploy/keys.py: $LENET_RUN_DIR/key_file.json).
+The keys are never printed.
 """
 
 from __future__ import annotations
@@ -14,30 +20,39 @@ import sys
 import urllib.error
 import urllib.request
 
-from deploy.keys import auth_headers, inference_token
+from deploy.keys import auth_headers, inference_token, management_token
+
+MODEL_NAME = "lenet"
+
+
+def _get_json(url: str, token: str | None):
+    request = urllib.request.Request(url, headers=auth_headers(token))
+    with urllib.request.urlopen(request, timeout=3) as response:
+        return json.loads(response.read())
+
+
+def check() -> str | None:
+    """None when healthy, else the reason."""
+    inference = f"http://127.0.0.1:{os.environ.get('LENET_INFERENCE_PORT', '8080')}"
+    management = f"http://127.0.0.1:{os.environ.get('LENET_MANAGEMENT_PORT', '8081')}"
+    try:
+        status = _get_json(f"{inference}/ping", inference_token()).get("status")
+        if status != "Healthy":
+            return f"{inference}/ping says {status!r}"
+        described = _get_json(f"{management}/models/{MODEL_NAME}", management_token())
+    except (urllib.error.URLError, OSError, ValueError, RuntimeError) as exc:
+        return f"{exc}"
+    workers = [w.get("status") for model in described for w in model.get("workers", [])]
+    if "READY" not in workers:
+        return f"no READY worker for {MODEL_NAME} yet: {workers}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 when TorchServe answers /ping with Healthy, else 1 with the reason on stdout."""
-    port = os.environ.get("LENET_INFERENCE_PORT", "8080")
-    url = f"http://127.0.0.1:{port}/ping"
-    try:
-        token = inference_token()
-    except RuntimeError as exc:
-        print(f"unhealthy: {exc}")
-        return 1
-    request = urllib.request.Request(url, headers=auth_headers(token))
-    try:
-        with urllib.request.urlopen(request, timeout=3) as response:
-            status = json.loads(response.read()).get("status")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"unhealthy: {url}: {exc}")
-        return 1
-    if status != "Healthy":
-        print(f"unhealthy: {url} says {status!r}")
-        return 1
-    print("healthy")
-    return 0
+    """Exit 0 when healthy, else 1 with the reason on stdout (shown by docker inspect)."""
+    reason = check()
+    print(f"unhealthy: {reason}" if reason else "healthy")
+    return 1 if reason else 0
 
 
 if __name__ == "__main__":
