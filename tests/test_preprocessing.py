@@ -211,6 +211,20 @@ def test_tightly_cropped_bold_digit(margin):
     assert out.max() == pytest.approx(1.0)
 
 
+def test_hairline_pen_on_a_large_photo_is_thickened_to_mnist_width(reference):
+    # A fine ballpoint line photographed at high resolution: 1/40 of the glyph's size, which
+    # would be half a pixel in the 20 px box. It must come out about as bold as MNIST strokes.
+    hairline = _ink_mask((1200, 900), weight=1 / 40)
+    out = to_mnist(dark_on_light(hairline))
+    assert out.max() == pytest.approx(1.0)
+    # Stroke width in the field: inked area over centre-line length (transitions / 2.55).
+    mask = (out > 0.5).astype(np.int8)
+    transitions = np.count_nonzero(np.diff(mask, axis=0)) + np.count_nonzero(np.diff(mask, axis=1))
+    width = 2.55 * mask.sum() / transitions
+    assert width >= 1.5, width  # MNIST: median 2.3 px, 1st percentile 1.3 px
+    assert (out > 0.5).sum() >= 0.6 * (reference > 0.5).sum()
+
+
 def test_speck_of_dust_does_not_stretch_the_box(ink, reference):
     image = dark_on_light(ink)
     ImageDraw.Draw(image).rectangle([2, 2, 3, 3], fill=30)  # a 2x2 dot in the corner
