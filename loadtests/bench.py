@@ -136,7 +136,7 @@ def measure_server(
 def targets(report: dict, args) -> list[dict]:
     """The benchmark's targets, each a ratio or bound of figures measured in this run."""
     stock, tuned, ceiling = report["stock"], report["tuned"], report["ceiling"]
-    single_ratio = tuned["single"]["rps"] / max(stock["single"]["rps"], 1e-9)
+    single_ratio = tuned["single"]["rps"] / max(stock["single"]["rps"], 1e-9)  # 0 req/s: huge
     multi_share = tuned["multi"]["images_per_s"] / ceiling["images_per_s"]
     half = tuned.get("half_rate", {})
     return [
@@ -164,17 +164,18 @@ def markdown(report: dict) -> str:
         return (
             f"| {name} | {single['rps']:.0f} | {single['p50_ms']:.0f} | {single['p99_ms']:.0f} | "
             f"{multi['images_per_s']:.0f} | {cfg['cold_start_s']:.1f} | "
-            f"{single['server_cpu_cores']:.2f} | {single['locust_cpu_cores']:.2f} |"
+            f"{single['server_cpu_cores']:.2f} | {single['locust_cpu_cores']:.2f} | "
+            f"{single['machine_cpu_cores']:.2f} |"
         )
 
     lines = [
         f"Measured {report['date']} on {report['machine']}; load: {report['load']}.",
         "",
         "| configuration | single req/s | p50 ms | p99 ms | multi-image images/s | "
-        "cold start s | server CPU (cores) | Locust CPU (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "cold start s | server CPU (cores) | Locust CPU (cores) | host CPU, all processes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| in-process ceiling (batch {c['batch_size']}, {c['torch_threads']} torch threads) "
-        f"| - | - | - | {c['images_per_s']:.0f} | - | - | - |",
+        f"| - | - | - | {c['images_per_s']:.0f} | - | - | - | - |",
         row("TorchServe stock", s),
         row("TorchServe tuned", t),
     ]
@@ -182,7 +183,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| tuned, constant {h['target_rps']:.0f} req/s (half of max) | {h['rps']:.0f} | "
             f"{h['p50_ms']:.0f} | {h['p99_ms']:.0f} | - | - | {h['server_cpu_cores']:.2f} | "
-            f"{h['locust_cpu_cores']:.2f} |"
+            f"{h['locust_cpu_cores']:.2f} | {h['machine_cpu_cores']:.2f} |"
         )
     lines += ["", "| target | value | bound | met |", "|---|---:|---|---|"]
     lines += [
@@ -222,7 +223,7 @@ def chart(report: dict, out_png: Path) -> Path:
 def add_arguments(parser) -> None:
     """Options of the `bench` subcommand."""
     load = parser.add_argument_group("load")
-    load.add_argument("--users", type=int, default=32, help="Closed-loop users per run.")
+    load.add_argument("--users", type=int, default=64, help="Closed-loop users per run.")
     load.add_argument("--run-time", default="15s", help="Measured duration of each run.")
     load.add_argument("--processes", type=int, default=None,
                       help="Locust worker processes (default: as `run`).")  # fmt: skip

@@ -79,6 +79,7 @@ class RunResult:
     cores: int
     locust_cpu_cores: float
     server_cpu_cores: float | None
+    machine_cpu_cores: float | None = None  # all processes of the host: the rest is contention
     slo: dict | None = None
     per_name: dict = field(default_factory=dict)
     saturation: dict | None = None
@@ -360,6 +361,7 @@ def run_locust(
     # Locust's CPU: rusage of reaped children is exact (the master reaps its forked workers);
     # the sampling meter is the fallback should a worker outlive its master.
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = psutil.cpu_times()
     started = time.perf_counter()
     with open(out_dir / "locust.out", "wb") as out:
         proc = subprocess.Popen(
@@ -377,6 +379,12 @@ def run_locust(
         finally:
             locust_cpu = locust_meter.stop()
     wall = time.perf_counter() - started
+    machine_after = psutil.cpu_times()
+    machine_busy = sum(
+        getattr(machine_after, f) - getattr(machine_before, f)
+        for f in machine_after._fields
+        if f not in ("idle", "iowait", "guest", "guest_nice")  # guest time is already in user
+    )
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     reaped = (children_after.ru_utime - children_before.ru_utime) + (
         children_after.ru_stime - children_before.ru_stime
@@ -405,6 +413,7 @@ def run_locust(
         cores=os.cpu_count() or 1,
         locust_cpu_cores=round(locust_cpu / wall, 3),
         server_cpu_cores=round(server_cpu / wall, 3) if server_cpu is not None else None,
+        machine_cpu_cores=round(machine_busy / wall, 3),
         slo=read_slo_verdict(out_dir / "locust.log"),
         per_name={
             n: {
@@ -462,7 +471,8 @@ def format_result(result: RunResult) -> str:
     server = "n/a" if result.server_cpu_cores is None else f"{result.server_cpu_cores:.2f}"
     lines.append(
         f"images/s {result.images_per_s:.1f}; load generator CPU {result.locust_cpu_cores:.2f} "
-        f"cores, server CPU {server} cores (of {result.cores})"
+        f"cores, server CPU {server} cores, whole host {result.machine_cpu_cores:.2f} cores "
+        f"(of {result.cores})"
     )
     if result.slo:
         failed = "FAILED: " + "; ".join(result.slo["violations"])

@@ -203,7 +203,7 @@ def add_arguments(parser) -> None:
     grid.add_argument("--stage1-batch", type=int, default=32, help="batchSize during stage 1.")
     grid.add_argument("--stage1-delay", type=int, default=5, help="maxBatchDelay in stage 1.")
     load = parser.add_argument_group("load per point")
-    load.add_argument("--users", type=int, default=32, help="Closed-loop users.")
+    load.add_argument("--users", type=int, default=64, help="Closed-loop users.")
     load.add_argument("--run-time", default="15s", help="Measured duration per point.")
     load.add_argument("--processes", type=int, default=None, help="Locust worker processes.")
     load.add_argument("--confirm-top", type=int, default=3, help="Points re-measured at the end.")
