@@ -8,7 +8,18 @@ The steps reproduce how MNIST itself was made (LeCun et al.): the ink of a digit
 bounding box, scaled (aspect preserved, anti-aliased) so that its longer side is 20 px, and pasted
 into a 28x28 field so that its centre of mass sits at the centre. Before that, a photo or scan of
 dark ink on light paper is turned into MNIST's white-ink-on-black with its background removed and
-its contrast stretched, so that a phone photo and an MNIST test image look alike to the model.
+its contrast stretched, so that a phone photo and an MNIST test image look alike to the model:
+
+1. decode (format allow-list, pixel limit from the header, JPEG DCT-scaled for big photos, EXIF
+   orientation) and flatten any mode to grayscale floats, compositing transparency;
+2. polarity: the border is paper; invert when the ink is darker than it;
+3. background: a tile grid of paper levels (ink masked out) follows shadows and gradients;
+   noise from neighbour differences; a soft threshold from the noise floor to the stroke cores;
+4. bounding box on clearly inked, non-speck pixels; hairline strokes thickened to MNIST width;
+5. area-resample to a 20 px box, paste with the centre of mass at (14, 14).
+
+Already-MNIST input passes through unchanged (measured: same accuracy on the 10,000 test PNGs
+as on the IDX tensors). Nothing here mutates process-global state, so calls are thread-safe.
 
 Every failure a bad upload can cause is raised as `InvalidImage`, whose message is complete and
 user-facing; the caller only prefixes which image of the request it was.
@@ -41,8 +52,8 @@ logger = logging.getLogger(__name__)
 MAX_IMAGE_PIXELS = 40_000_000
 
 # Formats we let Pillow parse. Restricting the list keeps untrusted bytes away from every other
-# Pillow plugin (EPS, for one, shells out to Ghostscript). MPO is how Pillow names the multi-picture
-# JPEGs many phones write.
+# Pillow plugin (EPS, for one, shells out to Ghostscript). MPO, the multi-picture JPEG many phones
+# write, is listed for Pillow versions that register it separately; Pillow 13 opens it as JPEG.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP")
 ACCEPTED_FORMATS_TEXT = "PNG, JPEG, BMP, GIF, TIFF, WebP accepted"
 
@@ -59,7 +70,7 @@ _TILE_GRID_MAX = 8  # at most 8x8 tiles: coarse enough that a stroke never fills
 _TILE_MIN_PAPER = 0.25  # a tile needs a quarter of its pixels outside the ink to estimate paper
 _NOISE_SIGMAS = 3.0  # the soft threshold starts this many noise deviations above the background
 _MIN_THRESHOLD = 0.02  # ... and never below 2 % of the ink level (drops quantisation dust)
-_MAX_THRESHOLD = 0.35  # ... nor above 35 % of it (a digit covering half the image inflates sigma)
+_MAX_THRESHOLD = 0.35  # ... nor above 35 % of it (keeps strokes when noise is overestimated)
 _INK_PERCENTILE = 90  # the ink level is the 90th percentile of ink pixels: stroke cores -> 1.0
 _MIN_CONTRAST = 0.06  # below this ink-vs-background difference the image counts as blank ...
 _MIN_CONTRAST_SIGMAS = 8.0  # ... or below this many noise deviations (blank paper's own grain)
@@ -69,9 +80,9 @@ _MIN_INK_PIXELS = 3  # fewer ink pixels than this is noise, not a digit
 _STRONG_INK = 0.25  # the bounding box is measured on pixels at least this inked ...
 _SPECK_MASS = 0.03  # ... drops detached end pieces lighter than 3 % of the ink (dust, ticks),
 _MASS_TRIM = 0.002  # ... ignores the outermost 0.2 % of ink mass on each side ...
+_FRINGE = 0.06  # ... then grows back over contiguous ink by up to 6 % of its extent (fringes)
 _THIN_STROKE = 1.2  # strokes thinner than this in the 20 px box are thickened ...
 _TARGET_STROKE = 2.0  # ... to this (MNIST: median 2.3 px, 25th percentile 2.0 px)
-_FRINGE = 0.06  # ... then grows back over contiguous ink by up to 6 % of its extent (fringes)
 
 
 class InvalidImage(ValueError):

@@ -5,11 +5,15 @@ high bit depths, and every way a bad upload must become InvalidImage with a usef
 from __future__ import annotations
 
 import io
+import json
 import statistics
 import struct
+import subprocess
+import sys
 import time
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,8 @@ from handler.preprocessing import (
     preprocess,
     to_mnist,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # --- fixtures and helpers ---------------------------------------------------------------------
 
@@ -251,6 +257,31 @@ def test_speck_of_dust_does_not_stretch_the_box(ink, reference):
 def test_every_format_decodes_to_the_same_digit(ink, reference, fmt, params, tolerance):
     data = encode(dark_on_light(ink).convert("RGB"), fmt, **params)
     assert mean_abs_diff(preprocess(data)[0], normalize(reference)) * MNIST_STD < tolerance
+
+
+def test_every_format_decodes_in_a_fresh_process(ink):
+    # A TorchServe worker's first request meets Pillow with only its core plugins loaded; here
+    # the test process has long since loaded them all, so decode in a clean interpreter.
+    payload = {
+        fmt: encode(dark_on_light(ink).convert("RGB"), fmt).hex()
+        for fmt in ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+    }
+    script = (
+        "import json, sys\n"
+        "from handler.preprocessing import preprocess\n"
+        "for fmt, data in json.load(sys.stdin).items():\n"
+        "    assert preprocess(bytes.fromhex(data)).shape == (1, 28, 28), fmt\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_jpeg_exif_orientation_6_is_applied(ink, reference):
