@@ -572,3 +572,40 @@ def test_non_bytes_is_rejected():
 
 def test_invalid_image_is_a_value_error():
     assert issubclass(InvalidImage, ValueError)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def _run_cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "handler.preprocessing", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def test_bench_prints_json_then_a_table(tmp_path):
+    result = _run_cli("--bench", "--repeat", "3", "--mnist-dir", str(tmp_path))  # synthetic
+    assert result.returncode == 0, result.stderr[-2000:]
+    document, _, table = result.stdout.partition("\n}\n")
+    rows = json.loads(document + "\n}")["preprocess_ms"]
+    assert set(rows) == {"png_28x28_mnist", "jpeg_300x300_rgb", "jpeg_4000x3000_photo"}
+    for row in rows.values():
+        assert row["runs"] == 3 and 0 < row["median_ms"] <= row["p95_ms"]
+    assert rows["jpeg_4000x3000_photo"]["bytes"] > rows["png_28x28_mnist"]["bytes"]
+    assert "median ms" in table and "jpeg_4000x3000_photo" in table
+
+
+def test_preview_writes_what_the_model_sees(tmp_path, ink):
+    good = tmp_path / "digit.jpg"
+    good.write_bytes(encode(dark_on_light(ink).convert("RGB"), "JPEG", quality=90))
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    result = _run_cli(str(good), str(bad), "--out-dir", str(tmp_path / "out"))
+    assert result.returncode == 1  # one input failed
+    assert "cannot decode 12 bytes as an image" in result.stderr
+    written = Image.open(tmp_path / "out" / "digit.mnist.png")
+    assert written.size == (28, 28) and written.mode == "L"
