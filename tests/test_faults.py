@@ -246,6 +246,13 @@ def test_worker_sigkill_under_load(fault_server, pool, tmp_path):
     assert recovery_s <= RECOVERY_LIMIT_S, f"worker back to READY after {recovery_s:.1f} s"
     assert victim not in after.values()
     assert result.requests > 0
+    # The fault may fail requests, never answer them wrongly.
+    wrong = [
+        line
+        for line in failure_kinds.splitlines()
+        if "wrong digit" in line or "contract" in line  # the locustfile's answer checks
+    ]
+    assert not wrong, f"wrong answers during the fault: {wrong[:3]}"
 
 
 # --- whole server restarted ------------------------------------------------------------------
