@@ -52,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      default=Path(os.environ.get("LENET_MODEL_STORE", REPO_ROOT / "model_store")),
                      help="folder with lenet.mar for the http engine ($LENET_MODEL_STORE)")
     eng.add_argument("--skip-http", action="store_true", help="do not start TorchServe")
+    eng.add_argument("--repeat", type=int, default=3,
+                     help="runs per engine (ceiling and local alternate); the best is reported")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
 
@@ -115,13 +117,13 @@ def bench_local(folder: Path, tmp: Path, args) -> dict:
     from batch.local_engine import LocalEngine
 
     with LocalEngine(args.model, workers=args.workers, batch_size=args.batch_size) as engine:
-        list(engine.score(folder, []))  # start the worker processes outside the clock
+        # (the constructor has already started the worker processes: outside the clock)
         result = _run_engine(engine, folder, tmp / "local.csv")
     result.update(workers=args.workers, batch_size=args.batch_size)
     return result
 
 
-def bench_http(folder: Path, tmp: Path, args) -> dict:
+def bench_http(folder: Path, tmp: Path, args) -> list[dict]:
     """The http engine against a real TorchServe started through the project's launcher."""
     from batch.http_engine import HttpEngine
     from deploy.launcher import TorchServe, free_port
@@ -133,15 +135,26 @@ def bench_http(folder: Path, tmp: Path, args) -> dict:
                         metrics_port=free_port(), grpc_ports=(free_port(), free_port()),
                         token_auth=True)
     server.start()
+    results = []
     try:
         engine = HttpEngine([server.inference_url], token_source=lambda: server.inference_token,
                             concurrency=args.concurrency,
                             images_per_request=args.images_per_request)
-        result = _run_engine(engine, folder, tmp / "http.csv")
+        for _ in range(args.repeat):
+            result = _run_engine(engine, folder, tmp / "http.csv")
+            result.update(concurrency=args.concurrency,
+                          images_per_request=args.images_per_request, retries=engine.retries)
+            results.append(result)
     finally:
         server.stop()
-    result.update(concurrency=args.concurrency, images_per_request=args.images_per_request)
-    return result
+    return results
+
+
+def best_of(runs: list[dict]) -> dict:
+    """The fastest run, with every run's images/s kept for the record."""
+    best = dict(max(runs, key=lambda r: r["images_per_s"]))
+    best["runs_images_per_s"] = [round(r["images_per_s"], 1) for r in runs]
+    return best
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,10 +168,15 @@ def run(args: argparse.Namespace) -> int:
         size = write_pngs(folder, args.count, args.mnist_dir)
         print(f"wrote {args.count} PNGs ({size / 1e6:.1f} MB) in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        results = {"ceiling": bench_ceiling(folder, args.model, args.batch_size),
-                   "local": bench_local(folder, tmp, args)}
+        # Ceiling and local alternate, `--repeat` times each, so drift in the load of a shared
+        # machine hits both alike; each reports its best run (the least disturbed one).
+        runs: dict[str, list[dict]] = {"ceiling": [], "local": []}
+        for _ in range(args.repeat):
+            runs["ceiling"].append(bench_ceiling(folder, args.model, args.batch_size))
+            runs["local"].append(bench_local(folder, tmp, args))
         if not args.skip_http:
-            results["http"] = bench_http(folder, tmp, args)
+            runs["http"] = bench_http(folder, tmp, args)
+        results = {name: best_of(r) for name, r in runs.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = {
@@ -186,7 +204,7 @@ def table(report: dict) -> str:
     """The results as an aligned text table."""
     res = report["results"]
     lines = [f"{'engine':<8} {'images':>7} {'errors':>6} {'seconds':>8} {'images/s':>9} "
-             f"{'ratio':>22}"]
+             f"{'ratio':>26}  all runs (images/s)"]
     ratio_text = {"local": f"{report['ratios']['local_vs_ceiling']:.2f} of ceiling "
                            f"(>= {TARGET_LOCAL_VS_CEILING:.2f})"}
     if "http_vs_local" in report["ratios"]:
@@ -194,5 +212,6 @@ def table(report: dict) -> str:
                               f"(>= {TARGET_HTTP_VS_LOCAL:.2f})")
     for name, r in res.items():
         lines.append(f"{name:<8} {r['images']:>7} {r.get('errors', 0):>6} {r['elapsed_s']:>8.2f} "
-                     f"{r['images_per_s']:>9.1f} {ratio_text.get(name, ''):>22}")
+                     f"{r['images_per_s']:>9.1f} {ratio_text.get(name, ''):>26}  "
+                     f"{r['runs_images_per_s']}")
     return "\n".join(lines)
