@@ -23,7 +23,7 @@ import psutil
 import pytest
 import requests
 
-from handler.schemas import ErrorResponse
+from handler.schemas import ErrorResponse, Prediction
 from tests.server_access import (
     CONFIG_PROPERTIES,
     MODEL_NAME,
@@ -37,15 +37,6 @@ DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 KEY_FILE_NAME = "key_file.json"
 IMAGE_NAME = "lenet-serve"  # repository of docker-compose*.yml's images (tags cpu, gpu)
 WRONG_TOKEN = "not-the-key-0123456789"
-
-
-def _digit_png() -> bytes:
-    from PIL import Image
-
-    from tests.hostile_corpus import encode, load_test_digits
-
-    images, _ = load_test_digits(count=1)
-    return encode(Image.fromarray(images[0], mode="L"), "PNG")
 
 
 # --- static: configuration and files -----------------------------------------------------------
@@ -207,28 +198,29 @@ live = pytest.mark.integration
 
 
 @live
-def test_inference_without_a_key_is_refused(torchserve):
+def test_inference_without_a_key_is_refused(torchserve, mnist_png):
     ep = endpoints(torchserve)
-    resp = requests.post(ep.predict_url, data=_digit_png(), timeout=10,
+    resp = requests.post(ep.predict_url, data=mnist_png[0], timeout=10,
                          headers={"Content-Type": "image/png"})  # fmt: skip
     assert_token_refused(resp)
 
 
 @live
-def test_inference_with_a_wrong_key_is_refused(torchserve):
+def test_inference_with_a_wrong_key_is_refused(torchserve, mnist_png):
     ep = endpoints(torchserve)
     headers = {"Content-Type": "image/png", "Authorization": f"Bearer {WRONG_TOKEN}"}
-    resp = requests.post(ep.predict_url, data=_digit_png(), headers=headers, timeout=10)
+    resp = requests.post(ep.predict_url, data=mnist_png[0], headers=headers, timeout=10)
     assert_token_refused(resp)
 
 
 @live
-def test_inference_with_the_key_works(torchserve):
+def test_inference_with_the_key_works(torchserve, mnist_png):
     """The control: the same request with the inference key is answered."""
     ep = endpoints(torchserve)
     headers = {"Content-Type": "image/png", **ep.inference_headers}
-    resp = requests.post(ep.predict_url, data=_digit_png(), headers=headers, timeout=10)
+    resp = requests.post(ep.predict_url, data=mnist_png[0], headers=headers, timeout=10)
     assert resp.status_code == 200, resp.text[:300]
+    assert Prediction.model_validate_json(resp.content).digit == mnist_png[1]
 
 
 @live
@@ -288,12 +280,12 @@ def test_only_loopback_is_bound(torchserve):
 
 
 @live
-def test_keys_are_not_in_the_logs(torchserve):
+def test_keys_are_not_in_the_logs(torchserve, mnist_png):
     """TorchServe's real logs in the run dir never contain the real key values."""
     ep = endpoints(torchserve)
     # Make sure authenticated requests have been logged before grepping.
     requests.get(f"{ep.management_url}/models", headers=ep.management_headers, timeout=10)
-    requests.post(ep.predict_url, data=_digit_png(), timeout=10,
+    requests.post(ep.predict_url, data=mnist_png[0], timeout=10,
                   headers={"Content-Type": "image/png", **ep.inference_headers})  # fmt: skip
     run_dir = Path(torchserve.run_dir)
     logs = [p for p in run_dir.rglob("*") if p.is_file() and p.name != KEY_FILE_NAME
