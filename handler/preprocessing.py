@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps
 
 from handler.normalization import IMAGE_SIZE, normalize
 
@@ -114,7 +114,7 @@ def decode_image(data: bytes) -> Image.Image:
         # so this is always a rejection. The warning class only arrives as an exception when
         # warnings are configured as errors (e.g. `-W error`), but then it must reject too.
         raise InvalidImage(_bomb_message(data, exc)) from None
-    except (UnidentifiedImageError, Exception) as exc:
+    except Exception as exc:  # UnidentifiedImageError, or whatever a hostile header provokes
         logger.debug("Image.open failed on %d bytes: %r", size, exc)
         raise InvalidImage(
             f"cannot decode {size:,} bytes as an image ({ACCEPTED_FORMATS_TEXT})"
@@ -257,13 +257,15 @@ def _to_gray(image: Image.Image) -> np.ndarray:
         image = image.getchannel("L")  # lightness is already a grayscale channel
     elif mode in ("HSV",):
         image = image.convert("RGB")
+    elif mode.startswith("I;16"):
+        image = image.convert("I")  # same values; reduce() has no 16-bit path
     elif mode not in ("L", "RGB", "RGBA", "LA", *_HIGH_DEPTH_MODES):
         image = image.convert("RGB")  # CMYK, YCbCr, RGBX, ...: Pillow's own colour conversion
 
     image = _reduce_early(image)
     mode = image.mode
     if mode in _HIGH_DEPTH_MODES:
-        return _stretch_range(np.asarray(image, dtype=np.float64))
+        return _stretch_range(np.asarray(image, dtype=np.float32))
     if mode in ("RGBA", "LA"):
         alpha = np.asarray(image.getchannel("A"), dtype=np.float32) * (1 / 255)
         gray = np.asarray(image.convert("L") if mode == "RGBA" else image.getchannel("L"))
@@ -394,7 +396,7 @@ def _ink_is_dark(gray: np.ndarray) -> bool:
     paper = float(np.median(border))
     spread = 3.0 * 1.4826 * float(np.median(np.abs(border - paper)))
     flat = gray.ravel()
-    k_low, k_high = int(0.01 * (flat.size - 1)), int(0.99 * (flat.size - 1))
+    k_low, k_high = int(0.001 * (flat.size - 1)), int(0.999 * (flat.size - 1))
     parted = np.partition(flat, (k_low, k_high))
     if spread > _MIXED_BORDER * float(parted[k_high] - parted[k_low]):
         # The border is not one level: a crop so tight that ink runs along it (a '1' cropped to

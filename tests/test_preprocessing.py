@@ -156,6 +156,17 @@ def test_dark_on_light_equals_light_on_dark(ink, reference):
     assert mean_abs_diff(to_mnist(dark_on_light(ink)), reference) < CLOSE
 
 
+@pytest.mark.parametrize("chalk", [True, False], ids=["chalk-on-blackboard", "pen-on-paper"])
+def test_small_digit_on_a_large_noisy_photo_either_polarity(ink, reference, chalk):
+    rng = np.random.default_rng(11)
+    canvas = np.zeros((600, 800), dtype=np.float32)
+    canvas[300:390, 400:520] = ink  # the digit covers ~1 % of the photo
+    paper, pen = (40.0, 210.0) if chalk else (215.0, 45.0)
+    photo = np.clip(paper + rng.normal(0, 6, canvas.shape) + (pen - paper) * canvas, 0, 255)
+    out = to_mnist(Image.fromarray(photo.astype(np.uint8), "L"))
+    assert mean_abs_diff(out, reference) < CLOSE_LOSSY
+
+
 def test_low_contrast_pencil_on_grey_paper_is_stretched(ink, reference):
     out = to_mnist(dark_on_light(ink, paper=170, pen=120))
     assert out.max() == pytest.approx(1.0)
