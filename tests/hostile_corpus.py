@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gzip
 import io
 import json
 import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,6 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MNIST_DIR = Path.home() / ".cache" / "lenet-mnist"
 # TorchServe's own default (config `max_request_size`), used when the config does not say.
 TORCHSERVE_DEFAULT_MAX_REQUEST_SIZE = 6_553_500
 
@@ -61,32 +60,23 @@ class Case:
 
 
 # --- MNIST ----------------------------------------------------------------------------------
-def mnist_dir() -> Path:
-    """`$MNIST_DIR`, else the download cache the training job uses."""
-    return Path(os.environ.get("MNIST_DIR", DEFAULT_MNIST_DIR))
+def load_digits(directory: Path | None = None, count: int = 8):
+    """The first `count` MNIST test images (28x28 uint8, white ink on black) and labels.
 
+    Read through the training job's verified reader (`train.mnist`): `directory`, else
+    `$MNIST_DIR`, else its download cache. Never downloads (tests must not touch the network):
+    raises FileNotFoundError when that folder lacks the test files.
+    """
+    from train.mnist import DEFAULT_CACHE_DIR, MnistError, load_test_digits
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read one (optionally gzipped) IDX file into a uint8 array."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise ValueError(f"{path} is not a uint8 IDX file (magic {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_test_digits(directory: Path | None = None, count: int = 8):
-    """The first `count` MNIST test images (28x28 uint8, white ink on black) and labels."""
-    directory = Path(directory or mnist_dir())
-    images_path = directory / "t10k-images-idx3-ubyte.gz"
-    labels_path = directory / "t10k-labels-idx1-ubyte.gz"
-    for path in (images_path, labels_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"MNIST test file {path} not found; set MNIST_DIR")
-    return read_idx(images_path)[:count], read_idx(labels_path)[:count].astype(int)
+    directory = Path(directory or os.environ.get("MNIST_DIR") or DEFAULT_CACHE_DIR)
+    if not any(directory.glob("t10k-images-idx3-ubyte*")):
+        raise FileNotFoundError(f"no MNIST test images in {directory}; set MNIST_DIR")
+    try:
+        images, labels = load_test_digits(directory)
+    except MnistError as exc:
+        raise FileNotFoundError(f"MNIST test set unavailable: {exc}") from exc
+    return images[:count], labels[:count].astype(int)
 
 
 # --- image helpers --------------------------------------------------------------------------
@@ -170,7 +160,7 @@ def build_corpus(
     `max_image_pixels` is the handler's decode limit: the 4000x3000 photo is a legitimate
     image that must be answered when it is within the limit, and refused (4xx) otherwise.
     """
-    images, labels = load_test_digits(directory, count=max(DIGIT_INDICES) + 1)
+    images, labels = load_digits(directory, count=max(DIGIT_INDICES) + 1)
     digit = {i: (images[i], int(labels[i])) for i in DIGIT_INDICES}
     rng = np.random.default_rng(20260424)
     cases: list[Case] = []
@@ -368,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     io_group = parser.add_argument_group("input and output")
     io_group.add_argument("out_dir", type=Path, help="folder to write <id>.bin and manifest.json")
-    io_group.add_argument("--mnist-dir", type=Path, default=mnist_dir(), help="MNIST IDX folder")
+    io_group.add_argument(
+        "--mnist-dir", type=Path, default=None, help="MNIST IDX folder (default: $MNIST_DIR)"
+    )
     limits = parser.add_argument_group("server limits the corpus is built against")
     limits.add_argument(
         "--max-request-size",
@@ -378,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     limits.add_argument("--max-image-pixels", type=int, default=None, help="decode limit")
     args = parser.parse_args(argv)
-    cases = build_corpus(args.max_request_size, args.max_image_pixels, args.mnist_dir)
+    try:
+        cases = build_corpus(args.max_request_size, args.max_image_pixels, args.mnist_dir)
+    except FileNotFoundError as exc:
+        print(f"hostile_corpus: error: {exc}", file=sys.stderr)
+        return 2
     path = write_corpus(cases, args.out_dir)
     print(f"wrote {len(cases)} cases to {path}")
     return 0
