@@ -52,12 +52,16 @@ def record(name: str, data: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pool():
-    """The load tests' image pool: MNIST digits the model gets right offline."""
+def pool(mnist_test):
+    """The load tests' image pool: MNIST digits the model gets right offline.
+
+    Depends on `mnist_test` so that it skips, instead of downloading, when MNIST is absent.
+    """
     from loadtests.pool import ImagePool, ensure_pool
+    from train.mnist import DEFAULT_CACHE_DIR
 
     try:
-        path = ensure_pool()
+        path = ensure_pool(mnist_dir=os.environ.get("MNIST_DIR") or DEFAULT_CACHE_DIR)
     except FileNotFoundError as exc:
         pytest.skip(f"no image pool: {exc}")
     return path, ImagePool.load(path)
