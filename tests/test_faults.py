@@ -5,9 +5,9 @@
   duplicates nothing;
 - the whole server stopped and started (same ports) during a batch run: nothing lost or doubled;
 - the batch job SIGKILLed at 5 random points and resumed each time: every file exactly once,
-  rows written before a kill kept byte for byte, and each resume scores only what is left;
-- 50 slow clients (headers sent, body stalled) plus abandoned half-sent bodies: the latency of
-  normal requests during and after stays within 2x (+ a few ms) of before.
+  rows written before a kill kept byte for byte, and the last resume scores exactly what is left;
+- 50 slow clients (headers sent, body stalled) plus abandoned half-sent bodies, interleaved with
+  normal requests in short rounds: their p50/p99 during and after stay within 2x + 5 ms of before.
 
 Every figure is printed and written to `loadtests/results/faults/<test>.json` (the reliability
 page quotes them). All traffic goes to 127.0.0.1 and is bounded in count and duration.
