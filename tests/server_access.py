@@ -1,7 +1,8 @@
 """Small helpers the reliability and security tests share: where a server is, who its workers are.
 
-They read the committed configuration (`deploy/config.properties`) and talk to a real server
-through its management API; nothing is mocked.
+They read the committed configuration (`deploy/config.properties`) and ask a real
+`deploy.launcher.TorchServe` (the conftest fixtures) through its management API; nothing is
+mocked.
 """
 
 from __future__ import annotations
@@ -9,32 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from deploy.keys import auth_headers
+from deploy.launcher import BASE_CONFIG, read_properties
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_PROPERTIES = REPO_ROOT / "deploy" / "config.properties"
+CONFIG_PROPERTIES = BASE_CONFIG  # the committed deploy/config.properties
 MODEL_NAME = "lenet"
-
-
-def read_properties(path: Path = CONFIG_PROPERTIES) -> dict[str, str]:
-    """`key=value` lines of a Java properties file (comments and blanks skipped)."""
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", "!")) or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        props[key.strip()] = value.strip()
-    return props
 
 
 def configured_max_request_size() -> int | None:
     """`max_request_size` of the committed configuration, if it sets one."""
     if not CONFIG_PROPERTIES.is_file():
         return None
-    value = read_properties().get("max_request_size")
+    value = read_properties(CONFIG_PROPERTIES).get("max_request_size")
     return int(value) if value else None
 
 
@@ -79,25 +67,15 @@ def endpoints(server) -> Endpoints:
     )
 
 
-def describe_model(server) -> dict:
-    """`GET /models/lenet` from the management API (the first, and only, version)."""
-    ep = endpoints(server)
-    resp = requests.get(
-        f"{ep.management_url}/models/{MODEL_NAME}", headers=ep.management_headers, timeout=10
-    )
-    resp.raise_for_status()
-    return resp.json()[0]
-
-
 def worker_pids(server) -> dict[str, int]:
     """{worker id: pid} of the model's workers, as the management API reports them."""
-    return {str(w["id"]): int(w["pid"]) for w in describe_model(server).get("workers", [])}
+    return server.worker_pids()
 
 
 def ready_worker_pids(server) -> set[int]:
     """Pids of the workers the management API reports as READY."""
     return {
         int(w["pid"])
-        for w in describe_model(server).get("workers", [])
+        for w in server.workers()
         if w.get("status") == "READY" and int(w.get("pid", -1)) > 0
     }
