@@ -65,7 +65,10 @@ if [[ $FORCE == 1 || ! -f "$WHEELS/.complete" ]]; then
     # when pip's find-links has it; TORCH_CPU_WHEEL names it explicitly otherwise.
     torch_wheel="${TORCH_CPU_WHEEL:-$(ls /opt/wheels/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n1)}"
     "$PYTHON" -m pip download --quiet --only-binary :all: --dest "$WHEELS.partial" \
-        ${torch_wheel:+"$torch_wheel"} -r "$CACHE/requirements-$KEY.txt" >&2
+        ${torch_wheel:+"$torch_wheel"} -r "$CACHE/requirements-$KEY.txt" \
+        >"$CACHE/pip-download.log" 2>&1 \
+        || { grep -v "is ignored" "$CACHE/pip-download.log" | tail -n 20 >&2;
+             log "pip download failed (log: $CACHE/pip-download.log)"; exit 1; }
     ls "$WHEELS.partial"/torch-2.13.0+cpu-*.whl >/dev/null \
         || { log "the wheelhouse has no torch +cpu wheel; set TORCH_CPU_WHEEL"; exit 1; }
     touch "$WHEELS.partial/.complete"
@@ -85,9 +88,13 @@ fi
 
 mkdir -p "$CACHE"
 if [[ $FORCE == 1 || ! -s "$TARBALL" ]]; then
-    command -v debootstrap >/dev/null \
-        || { log "debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
     [[ $EUID -eq 0 ]] || { log "debootstrap needs root"; exit 1; }
+    if ! command -v debootstrap >/dev/null; then
+        log "installing debootstrap"
+        apt-get install -y --no-install-recommends debootstrap >/dev/null 2>&1 \
+            || { apt-get update >/dev/null && apt-get install -y --no-install-recommends debootstrap; } \
+            || { log "debootstrap is not installed and could not be (apt-get install debootstrap)"; exit 1; }
+    fi
     work=$(mktemp -d "$CACHE/rootfs.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     log "debootstrap --variant=minbase $SUITE from $MIRROR (a few minutes, once)"

@@ -43,19 +43,33 @@ step_time() { TIMES[$1]=$((SECONDS - $2)); }
 
 # --- 1. engine ---------------------------------------------------------------------------------
 t=$SECONDS
+mkdir -p "$CACHE" 2>/dev/null || CACHE=$(mktemp -d)
 command -v docker >/dev/null || skip "no docker client on PATH"
 if ! docker info >/dev/null 2>&1; then
     command -v dockerd >/dev/null || skip "no Docker engine runs and dockerd is not installed"
     [[ $EUID -eq 0 ]] || skip "no Docker engine runs and starting dockerd needs root"
-    mkdir -p "$CACHE"
     log "starting dockerd (log: $CACHE/dockerd.log)"
     # Started here, stopped here (in cleanup): images and build cache stay on disk in
     # /var/lib/docker, so the next run is just as fast without a daemon left running.
     setsid dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
     ENGINE_PID=$!
-    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && break
+        kill -0 "$ENGINE_PID" 2>/dev/null || break  # it exited: no point waiting
+        sleep 1
+    done
     docker info >/dev/null 2>&1 \
-        || skip "dockerd did not start within 60 s: $(tail -n 3 "$CACHE/dockerd.log" | tr '\n' ' ')"
+        || skip "dockerd did not start: $(tail -n 3 "$CACHE/dockerd.log" | tr '\n' ' ')"
+fi
+# Compose: the v2 plugin when present, else v1. Debian bookworm has no v2 plugin package, and
+# PyPI's docker-compose is v1 too, so where neither is installed root installs Debian's v1
+# (1.29.2: profiles, GPU device reservations and depends_on conditions all work).
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null \
+    && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing Debian's docker-compose"
+    { apt-get install -y --no-install-recommends docker-compose \
+        || { apt-get update && apt-get install -y --no-install-recommends docker-compose; }; } \
+        >"$CACHE/apt-docker-compose.log" 2>&1 || true
 fi
 if docker compose version >/dev/null 2>&1; then
     COMPOSE_BIN=(docker compose)
@@ -120,6 +134,9 @@ t=$SECONDS
 log "building lenet-serve:cpu (base $LENET_BASE_IMAGE)"
 compose build torchserve >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; fail "image build"; }
 step_time build "$t"
+# Each rebuild leaves the previous lenet-serve:cpu untagged; drop those (the label is set only at
+# the end of the runtime stage, so the cached layers of the build are not touched).
+docker image prune -f --filter label=org.opencontainers.image.title=lenet-serve >/dev/null
 IMAGE_SIZE=$(docker image inspect lenet-serve:cpu --format '{{.Size}}')
 BASE_SIZE=$(docker image inspect "$LENET_BASE_IMAGE" --format '{{.Size}}')
 log "image lenet-serve:cpu: $((IMAGE_SIZE / 1000000)) MB (base $((BASE_SIZE / 1000000)) MB)"
