@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -104,3 +105,6 @@ def test_atomic_write_replaces_on_success(tmp_path):
         tmp.write_text("{}")
     assert target.read_text() == "{}"
     assert list(target.parent.iterdir()) == [target]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask, "artifact must not stay 0600"
