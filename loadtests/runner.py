@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import requests
@@ -544,8 +545,11 @@ def command(args) -> int:
     )
     if args.host:
         warm_up(args.host.rstrip("/"), pool, inference_token(), args.warmup_requests)
-        port = int(args.host.rstrip("/").rsplit(":", 1)[1]) if args.host.count(":") > 1 else None
-        result = run_locust(spec, out_dir, pool_path, server_pid=port and listening_pid(port))
+        target = urlsplit(args.host)
+        local = target.hostname in ("127.0.0.1", "localhost", "::1")
+        # The server's CPU can only be measured when it runs on this machine.
+        pid = listening_pid(target.port or 80) if local else None
+        result = run_locust(spec, out_dir, pool_path, server_pid=pid)
     else:
         with local_server(out_dir / "server") as server:
             spec.host = server.url
