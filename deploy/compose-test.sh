@@ -173,6 +173,12 @@ read_token() {
 }
 LENET_INFERENCE_TOKEN=$(read_token) || fail "cannot read the key file in the container"
 export LENET_INFERENCE_TOKEN
+# The server runs as the image's non-root user, and its key file is private to that user.
+SERVER_UID=$(compose exec -T torchserve id -u | tr -d '\r')
+KEY_MODE=$(compose exec -T torchserve stat -c %a /srv/lenet/run/key_file.json | tr -d '\r')
+[[ "$SERVER_UID" != 0 ]] || fail "TorchServe runs as root in the container"
+[[ "$KEY_MODE" == 600 ]] || fail "key_file.json has mode $KEY_MODE, not 600"
+log "server uid $SERVER_UID, key file mode $KEY_MODE"
 
 # --- 4. HTTP contract smoke ----------------------------------------------------------------------
 t=$SECONDS
