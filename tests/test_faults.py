@@ -168,6 +168,19 @@ def predict_ok(server, pool) -> None:
     assert Prediction.model_validate_json(resp.content).digit == images.labels[0]
 
 
+def wait_locust_traffic(out_dir: Path, timeout: float) -> None:
+    """Wait until Locust's stats history shows requests answered (it is really loading)."""
+    history = out_dir / "locust_stats_history.csv"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if history.is_file():
+            rows = list(csv.DictReader(history.read_text().splitlines()))
+            if any(float(r.get("Total Request Count") or 0) > 0 for r in rows):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"Locust sent no request within {timeout} s (see {out_dir})")
+
+
 def wait_recovered(server, killed: int, expected_workers: int, timeout: float = 60) -> float:
     """Seconds until the management API shows `expected_workers` READY workers, none `killed`."""
     started = time.monotonic()
@@ -195,9 +208,6 @@ def test_worker_sigkill_under_load(fault_server, pool, tmp_path):
 
     labels = write_images(pool, tmp_path / "images", 6000)
     output = tmp_path / "scores.csv"
-    batch = start_batch(batch_command(tmp_path / "images", output, fault_server),
-                        fault_server, tmp_path / "batch.log")  # fmt: skip
-
     spec = LoadSpec(
         host=ep.inference_url, users=4, spawn_rate=4, run_time="25s", rps_per_user=10,
         user_classes=["SingleImageUser"], reset_stats=False,
@@ -211,18 +221,23 @@ def test_worker_sigkill_under_load(fault_server, pool, tmp_path):
         daemon=True,
     )
     locust.start()
+    batch = None
     try:
-        # Kill while both clients are busy: Locust has ramped up, the batch job is mid-way.
-        time.sleep(6)
-        wait_rows(batch, output, 500)
+        # Kill while both clients are busy. The kill follows their progress, not a clock: Locust
+        # must have reported traffic, and the batch job (started only then, since on an idle
+        # machine it scores 6,000 images in a few seconds) must be past 10 % of its images.
+        wait_locust_traffic(tmp_path / "locust", timeout=60)
+        batch = start_batch(batch_command(tmp_path / "images", output, fault_server),
+                            fault_server, tmp_path / "batch.log")  # fmt: skip
+        wait_rows(batch, output, len(labels) // 10)
         victim = next(iter(before.values()))
+        assert batch.poll() is None, "the batch job finished before the fault"
         os.kill(victim, signal.SIGKILL)
         killed_at_rows = data_rows(output)
         recovery_s = wait_recovered(fault_server, victim, expected_workers=len(before))
-        assert batch.poll() is None or killed_at_rows < len(labels), "batch ended before kill"
         assert batch.wait(timeout=300) == 0, (tmp_path / "batch.log").read_text()[-2000:]
     finally:
-        if batch.poll() is None:
+        if batch is not None and batch.poll() is None:
             os.killpg(batch.pid, signal.SIGKILL)
         locust.join(timeout=120)
     result = outcome["result"]
