@@ -50,9 +50,13 @@ def _read_key(kind: str, path: Path | None) -> str | None:
         return None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RuntimeError(f"cannot read TorchServe key file {path}: {exc}") from exc
-    return data.get(kind, {}).get("key")
+    except json.JSONDecodeError:
+        # Same race, one step later: the file is half written. A finished file that stays
+        # unparsable is reported by the caller as "no key" (the server refuses the request).
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get(kind), dict):
+        return None
+    return data[kind].get("key")
 
 
 def inference_token(path: Path | None = None) -> str | None:
