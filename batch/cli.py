@@ -87,7 +87,8 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
                            "(default: http://127.0.0.1:8080)")
     http.add_argument("--model-name", default="lenet", help="registered model (default: lenet)")
     http.add_argument("--management-url", default=None,
-                      help="management API, to record the served model version (default: none)")
+                      help="management API, for the model version when the server sends no "
+                           "X-Model-Version header (older handlers; default: none)")
     http.add_argument("--concurrency", type=int, default=8,
                       help="requests in flight (default: 8)")
     http.add_argument("--images-per-request", type=int, default=8,

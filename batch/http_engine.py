@@ -36,7 +36,14 @@ from pydantic import ValidationError
 from batch.decode import describe_error
 from batch.output import Row
 from deploy.keys import auth_headers, inference_token, management_token
-from handler.schemas import ErrorResponse, ImageError, MultiPrediction, Prediction, parse_response
+from handler.schemas import (
+    MODEL_VERSION_HEADER,
+    ErrorResponse,
+    ImageError,
+    MultiPrediction,
+    Prediction,
+    parse_response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +139,13 @@ class HttpEngine:
         self.close()
 
     # -- one request ------------------------------------------------------------------------
-    def _row(self, rel: str, pred: Prediction | None = None, error: str | None = None) -> Row:
+    def _row(self, rel: str, pred: Prediction | None = None, error: str | None = None,
+             version: str | None = None) -> Row:
+        version = version or self.model_version
         if pred is None:
-            return Row(rel, model=self.model_name, model_version=self.model_version, error=error)
+            return Row(rel, model=self.model_name, model_version=version, error=error)
         return Row(rel, pred.digit, pred.confidence, pred.probabilities, self.model_name,
-                   self.model_version)
+                   version)
 
     def _post_once(self, session: requests.Session, items: list[tuple[str, bytes]]):
         url = f"{self._next_url()}/predictions/{self.model_name}"
@@ -174,6 +183,11 @@ class HttpEngine:
                 # Half-written key file (TorchServe is starting): try again later; the bounded
                 # attempts still end the job if the key never becomes valid.
                 logger.info("cannot re-read the inference key yet: %s", exc)
+                return True
+            if fresh is None and refused is not None:
+                # No key file, or a half-written one: a restarting server is rewriting it. Keep
+                # the old key and retry; the bounded attempts end the job if no key appears.
+                logger.info("no inference key readable yet (server restarting?); retrying")
                 return True
             if fresh == refused:
                 return False
@@ -214,13 +228,16 @@ class HttpEngine:
         if len(slots) != len(items):
             msg = f"BadResponse: {len(slots)} predictions for {len(items)} images"
             return [self._row(rel, error=msg) for rel, _ in items]
+        # The version of the model that answered THIS request (the handler's header), so rows
+        # stay right when the server is upgraded part-way through a run.
+        version = resp.headers.get(MODEL_VERSION_HEADER)
         rows = []
         for (rel, _), slot in zip(items, slots, strict=True):
             if isinstance(slot, Prediction):
-                rows.append(self._row(rel, slot))
+                rows.append(self._row(rel, slot, version=version))
             elif isinstance(slot, ImageError | ErrorResponse):
                 body = slot.error if isinstance(slot, ImageError) else slot
-                rows.append(self._row(rel, error=f"{body.type}: {body.message}"))
+                rows.append(self._row(rel, error=f"{body.type}: {body.message}", version=version))
         return rows
 
     # -- the job ----------------------------------------------------------------------------

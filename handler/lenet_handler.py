@@ -32,7 +32,15 @@ from handler import preprocessing
 from handler.artifact import load_torchscript
 from handler.normalization import IMAGE_SIZE
 from handler.request_parsing import ParsedRequest, RequestError, parse_request
-from handler.schemas import ErrorBody, ErrorResponse, ImageError, MultiPrediction, Prediction
+from handler.schemas import (
+    MODEL_NAME_HEADER,
+    MODEL_VERSION_HEADER,
+    ErrorBody,
+    ErrorResponse,
+    ImageError,
+    MultiPrediction,
+    Prediction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +76,10 @@ class LenetHandler(BaseHandler):
         self.device = choose_device(props.get("gpu_id"))
         model_path = os.path.join(props["model_dir"], self.manifest["model"]["serializedFile"])
         self.model, self.metadata = load_torchscript(model_path, device=self.device)
+        # The archive's name and version (torch-model-archiver --version, from the metadata).
+        self.model_name = str(self.manifest["model"].get("modelName", "lenet"))
+        self.model_version = str(self.manifest["model"].get("modelVersion")
+                                 or self.metadata.get("version", ""))
         with torch.inference_mode():  # warm-up: the first TorchScript call optimises the graph
             self.model(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=self.device))
         self.initialized = True
@@ -138,6 +150,10 @@ class LenetHandler(BaseHandler):
         else:
             body = MultiPrediction(predictions=slots)
         self.context.set_response_content_type(idx, JSON)
+        # Which model answered, on every response: a client (the batch job's rows) records it
+        # without a management-API call, and it stays right across a server upgrade mid-run.
+        self.context.set_response_header(idx, MODEL_NAME_HEADER, self.model_name)
+        self.context.set_response_header(idx, MODEL_VERSION_HEADER, self.model_version)
         return body.model_dump_json()
 
     def _content_type(self, idx: int) -> str | None:

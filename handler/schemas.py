@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 NUM_CLASSES = 10
 SCHEMA_PATH = Path(__file__).with_name("response.schema.json")
+# Response headers on every answer of POST /predictions/lenet: which model produced it.
+MODEL_NAME_HEADER = "X-Model-Name"
+MODEL_VERSION_HEADER = "X-Model-Version"
 
 
 class Prediction(BaseModel):

@@ -67,9 +67,9 @@ def test_http_and_local_engines_agree_file_by_file(torchserve, mar_path, tmp_pat
     local_out, http_out = tmp_path / "local.jsonl", tmp_path / "http.jsonl"
     local = run_batch("score", folder, "-o", local_out, "--model", mar_path, "--workers", "2")
     assert local.returncode == EXIT_ROW_ERRORS, local.stderr
+    # No --management-url: the model version comes from the handler's X-Model-Version header.
     http = _run(_env_for(server), "score", folder, "-o", http_out, "--engine", "http",
-                "--url", server.inference_url, "--management-url", server.management_url,
-                "--concurrency", "4", "--images-per-request", "8")
+                "--url", server.inference_url, "--concurrency", "4", "--images-per-request", "8")
     assert http.returncode == EXIT_ROW_ERRORS, http.stderr
     local_rows = {r.path: r for r in read_output(local_out)}
     http_rows = {r.path: r for r in read_output(http_out)}
@@ -85,6 +85,7 @@ def test_http_and_local_engines_agree_file_by_file(torchserve, mar_path, tmp_pat
         assert h.digit == loc.digit, rel
         np.testing.assert_allclose(h.probabilities, loc.probabilities, atol=1e-5, err_msg=rel)
         assert (h.model, h.model_version) == (loc.model, loc.model_version)
+        assert h.model_version, "every row names the model version"
     correct = sum(http_rows[rel].digit == label for rel, label in good.items())
     assert correct >= 0.95 * len(good)
 

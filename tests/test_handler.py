@@ -23,7 +23,15 @@ from handler import lenet_handler, preprocessing
 from handler.artifact import METADATA_NAME
 from handler.lenet_handler import LenetHandler, choose_device
 from handler.normalization import describe
-from handler.schemas import ErrorResponse, ImageError, MultiPrediction, Prediction, parse_response
+from handler.schemas import (
+    MODEL_NAME_HEADER,
+    MODEL_VERSION_HEADER,
+    ErrorResponse,
+    ImageError,
+    MultiPrediction,
+    Prediction,
+    parse_response,
+)
 from train.model import LeNet5
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +81,9 @@ def run(handler: LenetHandler, rows: list[dict], content_types: list[str | None]
     for idx, body in enumerate(out):
         status = context.get_response_status(idx)[0] or 200
         assert context.get_response_content_type(idx) == "application/json"
+        # Every answer, good or bad, says which model produced it (manifest: lenet, "test").
+        headers = context.get_response_headers(idx)
+        assert headers[MODEL_NAME_HEADER] == "lenet" and headers[MODEL_VERSION_HEADER] == "test"
         results.append((status, parse_response(body)))
     return results
 

@@ -14,7 +14,15 @@ import pytest
 import requests
 
 from deploy.keys import auth_headers
-from handler.schemas import ErrorResponse, ImageError, MultiPrediction, Prediction, parse_response
+from handler.schemas import (
+    MODEL_NAME_HEADER,
+    MODEL_VERSION_HEADER,
+    ErrorResponse,
+    ImageError,
+    MultiPrediction,
+    Prediction,
+    parse_response,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +116,19 @@ def test_server_is_configured_for_batching(torchserve):
     ).json()  # fmt: skip
     assert model["batchSize"] > 1
     assert all(w["status"] == "READY" for w in model["workers"])
+
+
+def test_every_answer_names_the_served_model_version(torchserve, digits):
+    """The handler's headers pass TorchServe's frontend, and match the management API."""
+    (model,) = requests.get(
+        f"{torchserve.management_url}/models/lenet",
+        headers=auth_headers(torchserve.management_token), timeout=TIMEOUT,
+    ).json()  # fmt: skip
+    for resp in (post(torchserve, data=digits[0][0], headers={"Content-Type": "image/png"}),
+                 post(torchserve, data=b"not an image", headers={"Content-Type": "image/png"})):
+        assert resp.status_code in (200, 400), resp.text
+        assert resp.headers[MODEL_NAME_HEADER] == "lenet"
+        assert resp.headers[MODEL_VERSION_HEADER] == model["modelVersion"] != ""
 
 
 def test_handler_modules_come_from_the_archive(torchserve):
