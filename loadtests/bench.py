@@ -111,7 +111,8 @@ def measure_server(
             spec = LoadSpec(host=server.url, users=users, spawn_rate=float(users),
                             run_time=run_time, processes=processes, **kw)  # fmt: skip
             result = run_locust(spec, out_dir / f"{label}-{name}", pool_path,
-                                server.key_file, server.pid, f"{label}: {name}")  # fmt: skip
+                                server.key_file, server.pid, f"{label}: {name}",
+                                access_log=server.access_log)  # fmt: skip
             logger.info("%s %s: %.1f req/s, %.1f images/s, p50 %.0f ms, p99 %.0f ms",
                         label, name, result.rps, result.images_per_s, result.p50_ms,
                         result.p99_ms)  # fmt: skip
@@ -159,11 +160,16 @@ def markdown(report: dict) -> str:
     c, s, t = report["ceiling"], report["stock"], report["tuned"]
     h = t.get("half_rate", {})
 
+    def server_side(run: dict) -> str:
+        if run.get("server_p99_ms") is None:
+            return "-"
+        return f"{run['server_p50_ms']:.0f} / {run['server_p99_ms']:.0f}"
+
     def row(name: str, cfg: dict) -> str:
         single, multi = cfg["single"], cfg["multi"]
         return (
             f"| {name} | {single['rps']:.0f} | {single['p50_ms']:.0f} | {single['p99_ms']:.0f} | "
-            f"{multi['images_per_s']:.0f} | {cfg['cold_start_s']:.1f} | "
+            f"{server_side(single)} | {multi['images_per_s']:.0f} | {cfg['cold_start_s']:.1f} | "
             f"{single['server_cpu_cores']:.2f} | {single['locust_cpu_cores']:.2f} | "
             f"{single['machine_cpu_cores']:.2f} |"
         )
@@ -171,18 +177,20 @@ def markdown(report: dict) -> str:
     lines = [
         f"Measured {report['date']} on {report['machine']}; load: {report['load']}.",
         "",
-        "| configuration | single req/s | p50 ms | p99 ms | multi-image images/s | "
-        "cold start s | server CPU (cores) | Locust CPU (cores) | host CPU, all processes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | single req/s | p50 ms | p99 ms | TorchServe's own p50 / p99 ms | "
+        "multi-image images/s | cold start s | server CPU (cores) | Locust CPU (cores) | "
+        "host CPU, all processes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| in-process ceiling (batch {c['batch_size']}, {c['torch_threads']} torch threads) "
-        f"| - | - | - | {c['images_per_s']:.0f} | - | - | - | - |",
+        f"| - | - | - | - | {c['images_per_s']:.0f} | - | - | - | - |",
         row("TorchServe stock", s),
         row("TorchServe tuned", t),
     ]
     if h:
         lines.append(
             f"| tuned, constant {h['target_rps']:.0f} req/s (half of max) | {h['rps']:.0f} | "
-            f"{h['p50_ms']:.0f} | {h['p99_ms']:.0f} | - | - | {h['server_cpu_cores']:.2f} | "
+            f"{h['p50_ms']:.0f} | {h['p99_ms']:.0f} | {server_side(h)} | - | - | "
+            f"{h['server_cpu_cores']:.2f} | "
             f"{h['locust_cpu_cores']:.2f} | {h['machine_cpu_cores']:.2f} |"
         )
     lines += ["", "| target | value | bound | met |", "|---|---:|---|---|"]

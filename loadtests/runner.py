@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import re
 import resource
@@ -30,7 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -81,6 +82,11 @@ class RunResult:
     locust_cpu_cores: float
     server_cpu_cores: float | None
     machine_cpu_cores: float | None = None  # all processes of the host: the rest is contention
+    # The same requests timed by TorchServe itself (access log: request read -> response
+    # written, whole ms), over the measured window: the gap to Locust's figures is the load
+    # generator's share of the latency.
+    server_p50_ms: float | None = None
+    server_p99_ms: float | None = None
     slo: dict | None = None
     per_name: dict = field(default_factory=dict)
     saturation: dict | None = None
@@ -191,6 +197,7 @@ class ServerHandle:
     pid: int | None
     server: object
     started_at: float
+    access_log: Path | None = None  # TorchServe's access log: server-side latency per request
 
 
 @contextmanager
@@ -228,6 +235,7 @@ def local_server(
             pid=server.pid,
             server=server,
             started_at=started,
+            access_log=server.run_dir / "logs" / "access_log.log",
         )
     finally:
         server.stop()
@@ -339,6 +347,39 @@ def read_slo_verdict(log_path: Path) -> dict | None:
     return verdict
 
 
+ACCESS_LOG_TIME = "%Y-%m-%dT%H:%M:%S,%f"
+
+
+def access_log_latencies(path: Path, offset: int, since: datetime) -> list[int]:
+    """Latencies (ms) of `POST /predictions/` lines TorchServe appended after byte `offset`
+    and timestamped at or after `since` (local time, as TorchServe's log4j writes it).
+
+    A line reads `2026-11-24T13:53:16,445 - /127.0.0.1:37034 "POST /predictions/lenet
+    HTTP/1.1" 200 4`: the last field is the time TorchServe took, in whole milliseconds.
+    """
+    latencies = []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for raw in f:
+            line = raw.decode("utf-8", "replace")
+            if '"POST /predictions/' not in line:
+                continue
+            try:
+                stamp = datetime.strptime(line.split(" ", 1)[0], ACCESS_LOG_TIME)
+                latency = int(line.rsplit(None, 1)[1])
+            except (ValueError, IndexError):
+                continue
+            if stamp >= since:
+                latencies.append(latency)
+    return latencies
+
+
+def percentile(values: list[int], q: float) -> float:
+    """Nearest-rank percentile (Locust's own method), 0 < q <= 100."""
+    ordered = sorted(values)
+    return float(ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)])
+
+
 def run_locust(
     spec: LoadSpec,
     out_dir: Path,
@@ -346,8 +387,13 @@ def run_locust(
     key_file: Path | None = None,
     server_pid: int | None = None,
     chart_title: str = "",
+    access_log: Path | None = None,
 ) -> RunResult:
-    """Run Locust headless to completion and collect its figures (and a chart) into out_dir."""
+    """Run Locust headless to completion and collect its figures (and a chart) into out_dir.
+
+    With `access_log` (a local TorchServe's `logs/access_log.log`), the server-side p50/p99 of
+    the measured window are recorded beside Locust's.
+    """
     from loadtests import charts
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,6 +409,10 @@ def run_locust(
     # the sampling meter is the fallback should a worker outlive its master.
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine_before = psutil.cpu_times()
+    log_offset = access_log.stat().st_size if access_log and access_log.is_file() else None
+    # Locust resets its statistics once every user is spawned: measure from then on.
+    ramp_s = spec.users / spec.spawn_rate if spec.spawn_rate > 0 and spec.reset_stats else 0.0
+    measured_from = datetime.now() + timedelta(seconds=ramp_s)
     started = time.perf_counter()
     with open(out_dir / "locust.out", "wb") as out:
         proc = subprocess.Popen(
@@ -428,6 +478,11 @@ def run_locust(
         },
         spec=asdict(spec),
     )
+    if log_offset is not None:
+        latencies = access_log_latencies(access_log, log_offset, measured_from)
+        if latencies:
+            result.server_p50_ms = percentile(latencies, 50)
+            result.server_p99_ms = percentile(latencies, 99)
     if history.is_file():
         result.saturation = charts.saturation_point(history) if spec.step else None
         charts.plot_run(history, out_dir / "chart.png", title=chart_title or out_dir.name)
@@ -475,6 +530,9 @@ def format_result(result: RunResult) -> str:
         f"cores, server CPU {server} cores, whole host {result.machine_cpu_cores:.2f} cores "
         f"(of {result.cores})"
     )
+    if result.server_p99_ms is not None:
+        lines.append(f"TorchServe's own timing (access log): p50 {result.server_p50_ms:.0f} ms, "
+                     f"p99 {result.server_p99_ms:.0f} ms")  # fmt: skip
     if result.slo:
         failed = "FAILED: " + "; ".join(result.slo["violations"])
         verdict = "PASSED" if result.slo["passed"] else failed
@@ -556,7 +614,8 @@ def command(args) -> int:
             cold = warm_up(server.url, pool, inference_token(server.key_file), 0)
             logger.info("first correct prediction %.1f s after start", cold)
             warm_up(server.url, pool, inference_token(server.key_file), args.warmup_requests)
-            result = run_locust(spec, out_dir, pool_path, server.key_file, server.pid)
+            result = run_locust(spec, out_dir, pool_path, server.key_file, server.pid,
+                                access_log=server.access_log)
     print(format_result(result))
     print(f"results: {out_dir}")
     return result.exit_code

@@ -74,7 +74,7 @@ def measure(point: Point, out_dir: Path, pool_path: Path, pool: ImagePool, args)
                             run_time=args.run_time, processes=args.processes,
                             user_classes=["SingleImageUser"])  # fmt: skip
             result = run_locust(spec, out_dir / point.label, pool_path, server.key_file,
-                                server.pid, point.label)  # fmt: skip
+                                server.pid, point.label, access_log=server.access_log)  # fmt: skip
     except Exception as exc:  # one broken point must not lose the rest of the sweep
         logger.exception("point %s failed", point.label)
         return row | {"error": str(exc)}

@@ -200,3 +200,26 @@ def test_saturation_point_is_where_more_users_stop_adding_throughput(tmp_path):
     sat = charts.saturation_point(history)
     assert sat["users"] == 12 and sat["max_rps"] == 1000
     assert charts.plot_run(history, tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_server_side_latency_comes_from_the_new_access_log_lines_of_the_window(tmp_path):
+    """TorchServe's own timing of the measured requests: appended lines only, POSTs only, from
+    the end of the ramp-up on; the percentile is nearest-rank, like Locust's."""
+    from datetime import datetime
+
+    log = tmp_path / "access_log.log"
+    old = '2026-11-24T13:50:00,000 - /127.0.0.1:1 "POST /predictions/lenet HTTP/1.1" 200 900\n'
+    log.write_text(old)
+    offset = log.stat().st_size
+    lines = [
+        '2026-11-24T13:53:15,999 - /127.0.0.1:2 "POST /predictions/lenet HTTP/1.1" 200 700',  # ramp
+        '2026-11-24T13:53:16,445 - /127.0.0.1:3 "GET /ping HTTP/1.1" 200 500',
+        *(f'2026-11-24T13:53:16,{i:03d} - /127.0.0.1:4 "POST /predictions/lenet HTTP/1.1" 200 {i}'
+          for i in range(500, 600)),  # 100 measured requests: 500..599 ms
+        "a torn last line",
+    ]  # fmt: skip
+    with open(log, "a") as f:
+        f.write("\n".join(lines) + "\n")
+    got = runner.access_log_latencies(log, offset, datetime(2026, 11, 24, 13, 53, 16))
+    assert sorted(got) == list(range(500, 600))
+    assert runner.percentile(got, 50) == 549 and runner.percentile(got, 99) == 598
