@@ -62,7 +62,8 @@ def test_every_user_class_takes_its_weight_from_the_one_mix_table():
         assert concrete[name].weight == weight
     # exactly one paced bad-input user, whatever the user count
     assert lf.BadInputUser.fixed_count == lf.BAD_INPUT_USERS == 1
-    assert lf.BadInputUser.wait_time is not lf.SingleImageUser.wait_time  # paced, not a free loop
+    assert lf.BadInputUser.pace_rps == lf.BAD_INPUT_RPS > 0  # paced, not a free loop
+    assert lf.SingleImageUser.pace_rps is None  # the run's pacing (--rps-per-user) or none
 
 
 def test_locust_loads_the_file_with_the_config_and_lists_the_users():
@@ -223,3 +224,22 @@ def test_server_side_latency_comes_from_the_new_access_log_lines_of_the_window(t
     got = runner.access_log_latencies(log, offset, datetime(2026, 11, 24, 13, 53, 16))
     assert sorted(got) == list(range(500, 600))
     assert runner.percentile(got, 50) == 549 and runner.percentile(got, 99) == 598
+
+
+def test_paced_users_keep_their_own_schedule_after_a_late_wake_up():
+    """Two users woken at the same late moment must not fall into step (the clumping that turns
+    a constant rate into bursts); a user that fell behind catches up instead of dropping load."""
+    clock = {"now": 100.0}
+    users = [lf.FixedSchedule(10.0, random.Random(seed), clock=lambda: clock["now"])
+             for seed in (1, 2)]  # fmt: skip
+    phases = [u.next_due for u in users]  # 100 ms period, a random phase each
+    assert phases[0] != phases[1]
+    clock["now"] = 100.5  # both wake up late, together, 5 periods in
+    owed = [[u.wait() for _ in range(5)] for u in users]
+    assert all(w == 0.0 for ws in owed for w in ws)  # the owed requests go out at once
+    nxt = [u.wait() for u in users]  # then each is back on ITS grid
+    for u, phase, w in zip(users, phases, nxt, strict=True):
+        assert w == pytest.approx(phase + 0.5 - 100.5) and w > 0
+        assert u.next_due == pytest.approx(phase + 0.6)
+    clock["now"] = 105.0  # a stall over MAX_LAG_S: restart the grid, no 40-request burst
+    assert users[0].wait() == 0.0 and users[0].wait() == pytest.approx(0.1)
