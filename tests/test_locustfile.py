@@ -243,3 +243,12 @@ def test_paced_users_keep_their_own_schedule_after_a_late_wake_up():
         assert u.next_due == pytest.approx(phase + 0.6)
     clock["now"] = 105.0  # a stall over MAX_LAG_S: restart the grid, no 40-request burst
     assert users[0].wait() == 0.0 and users[0].wait() == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("rate, bound_ms", [(1016.0, 25.0), (50.0, 25.0), (3000.0, 10.0)])
+def test_constant_rate_run_has_users_enough_to_wait_out_the_latency_bound(rate, bound_ms):
+    from loadtests.bench import constant_rate_users
+
+    users = constant_rate_users(rate, bound_ms)
+    assert users / rate >= bound_ms / 1000  # each user's period covers a request at the bound
+    assert users >= 4 and (users - 1) / rate < bound_ms / 1000 or users == 4  # and no more
