@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 
@@ -50,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the `finally` blocks stop the
+    # TorchServe and the Locust processes this command started instead of orphaning them.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return int(args.func(args) or 0)
+
+
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

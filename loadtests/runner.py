@@ -427,6 +427,10 @@ def run_locust(
             raise RuntimeError(
                 f"locust did not finish within {budget:.0f} s; see {out_dir}"
             ) from None
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): Locust runs in its own session
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             locust_cpu = locust_meter.stop()
     wall = time.perf_counter() - started
