@@ -137,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "bench":
         from batch.bench import run as run_bench
+        from train.mnist import MnistError
 
-        return run_bench(args)
+        try:
+            return run_bench(args)
+        except MnistError as exc:  # no local MNIST and no mirror: one clear message
+            print(f"batch bench: error: {exc}", file=sys.stderr)
+            return EXIT_JOB_FAILED
     validate(args, parser)
     from batch.job import JobError, run_job
 
