@@ -154,7 +154,7 @@ def cmd_demo(args) -> int:
     print(f"  prediction: {describe(answer)}")
     if isinstance(answer, Prediction):
         print("  correct" if answer.digit == truth else "  WRONG")
-    print(f"Try: curl -T {png} -H \"Authorization: Bearer $(python -c 'from deploy.keys import "
+    print(f"Try: curl -T {png} -H \"Authorization: Bearer $(python3 -c 'from deploy.keys import "
           f"inference_token as t; print(t())')\" {client.predict_url}")  # fmt: skip
     print("The server keeps running in the background; stop it with `make stop`.")
     return 0 if isinstance(answer, Prediction) else 1
