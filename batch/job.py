@@ -79,6 +79,7 @@ def run_job(args: argparse.Namespace, make_engine) -> Summary:
                 progress.update(1)
         except JobFailed as exc:
             raise JobError(str(exc)) from exc
+    summary.worker_peak_rss_mb = getattr(engine, "worker_peak_rss_mb", [])  # known once closed
     if args.summary:
         summary.write_json(args.summary)
     if args.plot:

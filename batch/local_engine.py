@@ -83,6 +83,18 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """A live process's peak resident memory (Linux `VmHWM`), MiB; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class LocalEngine:
     """The TorchScript model in this process, fed by a pool of preprocessing workers."""
 
@@ -98,6 +110,7 @@ class LocalEngine:
         # The pool starts before torch does any work, through a fork server that preloads the
         # preprocessing module: workers start fast and never inherit torch's thread pools.
         self._pool = None
+        self.worker_peak_rss_mb: list[float | None] = []  # per worker, filled in by close()
         if self.workers > 0:
             # Each decoder process must stay on one core: numpy's BLAS/OpenMP pools would
             # otherwise start a thread per core in every worker and fight each other (measured:
@@ -127,8 +140,12 @@ class LocalEngine:
         self.model_version = str(self.metadata.get("version") or "")
 
     def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the worker processes (recording their peak RSS first)."""
         if self._pool is not None:
+            # The fork-server's workers are not our children, so RUSAGE_CHILDREN never sees
+            # them: read each one's high-water mark while it still exists.
+            pids = list(getattr(self._pool, "_processes", None) or {})
+            self.worker_peak_rss_mb = [peak_rss_mb(pid) for pid in pids]
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 

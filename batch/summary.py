@@ -35,6 +35,7 @@ class Summary:
     resumed_rows: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    worker_peak_rss_mb: list = field(default_factory=list)  # local engine's decode processes
 
     def add(self, row: Row, *, resumed: bool = False) -> None:
         """Count one row (`resumed=True` for rows found in the output by --resume)."""
@@ -85,9 +86,11 @@ class Summary:
                 "counts": list(self.confidence_hist),
             },
             "elapsed_s": round(elapsed, 3),
-            # Peak resident memory of the job's main process (Linux reports KiB); the
-            # preprocessing workers are separate processes and hold no results.
+            # Peak resident memory of the job's main process (Linux reports KiB), and of each
+            # preprocessing worker of the local engine (they hold no results): the whole job
+            # never held more than the sum.
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_workers_mb": self.worker_peak_rss_mb,
             "images_per_s": round(self.scored_this_run / elapsed, 1) if elapsed > 0 else None,
         }
 
@@ -101,7 +104,9 @@ class Summary:
             f"{d['scored_this_run']} scored now, {d['resumed_rows']} from earlier runs)",
             f"per digit: {per_digit}",
             f"elapsed {d['elapsed_s']:.1f} s, {d['images_per_s'] or 0:.1f} images/s, "
-            f"peak RSS {d['peak_rss_mb']:.0f} MB",
+            f"peak RSS {d['peak_rss_mb']:.0f} MB"
+            + (f" (+ workers {', '.join(f'{w:.0f}' for w in d['peak_rss_workers_mb'] if w)} MB)"
+               if any(d["peak_rss_workers_mb"]) else ""),
         ]
         for kind, n in d["error_kinds"].items():
             lines.append(f"  error {kind}: {n}")

@@ -178,9 +178,13 @@ def test_summary_json_and_plot(tmp_path, model):
     (folder / "bad.png").write_bytes(b"nope")
     summary, plot = tmp_path / "summary.json", tmp_path / "plot.png"
     proc = run_batch("score", folder, "-o", tmp_path / "p.jsonl", "--model", model,
-                     "--summary", summary, "--plot", plot)
+                     "--summary", summary, "--plot", plot, "--workers", "2")
     assert proc.returncode == EXIT_ROW_ERRORS, proc.stderr
     data = json.loads(summary.read_text())
+    # Memory of the whole job: the main process and each decode worker, measured.
+    assert 50 < data["peak_rss_mb"] < 2000
+    assert len(data["peak_rss_workers_mb"]) == 2
+    assert all(10 < w < 2000 for w in data["peak_rss_workers_mb"])
     rows = read_output(tmp_path / "p.jsonl")
     assert data["rows_total"] == len(labels) + 1 and data["rows_error"] == 1
     for d in range(10):
