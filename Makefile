@@ -52,7 +52,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m handler.schemas --check
 
+# As root, docker-tools.sh first installs the Docker engine and Compose where missing (Debian
+# packages), so the compose tests run for real on a fresh machine; otherwise they skip, saying why.
 test: lint model_store/lenet.mar
+	bash deploy/docker-tools.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: lint

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make compose-test`: the CPU compose stack, built and exercised for real on this machine.
 #
-#   1. start the Docker engine if none runs (root + dockerd needed; else exit 77 = SKIP + reason)
+#   1. start the Docker engine if none runs (as root, installing Debian's docker.io where dockerd is
+#      missing; without root or apt: exit 77 = SKIP + reason)
 #   2. build prerequisites (cached base image + wheelhouse) and the image; bring the stack up
 #   3. wait for the container's HEALTHCHECK to say healthy
 #   4. HTTP contract smoke: real MNIST digits -> right answers, bad input -> 400, no key -> 401
@@ -44,9 +45,11 @@ step_time() { TIMES[$1]=$((SECONDS - $2)); }
 # --- 1. engine ---------------------------------------------------------------------------------
 t=$SECONDS
 mkdir -p "$CACHE" 2>/dev/null || CACHE=$(mktemp -d)
+# As root, the engine and Compose are installed where missing (deploy/docker-tools.sh).
+bash "$REPO/deploy/docker-tools.sh"
 command -v docker >/dev/null || skip "no docker client on PATH"
 if ! docker info >/dev/null 2>&1; then
-    command -v dockerd >/dev/null || skip "no Docker engine runs and dockerd is not installed"
+    command -v dockerd >/dev/null || skip "no Docker engine runs and dockerd is not installed (as root: apt-get install docker.io)"
     [[ $EUID -eq 0 ]] || skip "no Docker engine runs and starting dockerd needs root"
     log "starting dockerd (log: $CACHE/dockerd.log)"
     # Started here, stopped here (in cleanup): images and build cache stay on disk in
@@ -61,16 +64,8 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 \
         || skip "dockerd did not start: $(tail -n 3 "$CACHE/dockerd.log" | tr '\n' ' ')"
 fi
-# Compose: the v2 plugin when present, else v1. Debian bookworm has no v2 plugin package, and
-# PyPI's docker-compose is v1 too, so where neither is installed root installs Debian's v1
-# (1.29.2: profiles, GPU device reservations and depends_on conditions all work).
-if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null \
-    && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "installing Debian's docker-compose"
-    { apt-get install -y --no-install-recommends docker-compose \
-        || { apt-get update && apt-get install -y --no-install-recommends docker-compose; }; } \
-        >"$CACHE/apt-docker-compose.log" 2>&1 || true
-fi
+# Compose: the v2 plugin when present, else v1 (Debian's 1.29.2, which docker-tools.sh installs:
+# profiles, GPU device reservations and depends_on conditions all work).
 if docker compose version >/dev/null 2>&1; then
     COMPOSE_BIN=(docker compose)
 elif command -v docker-compose >/dev/null; then
