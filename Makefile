@@ -66,7 +66,7 @@ schema: $(STAMP)
 
 # --- benchmarks and operations (not part of CI) --------------------------------------------
 bench-preprocess: $(STAMP)
-	$(PY) -m handler.preprocessing --bench
+	$(PY) -m handler.preprocessing_cli --bench
 
 bench: model_store/lenet.mar
 	$(PY) -m loadtests bench

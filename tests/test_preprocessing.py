@@ -590,7 +590,7 @@ def test_invalid_image_is_a_value_error():
 
 def _run_cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "handler.preprocessing", *args],
+        [sys.executable, "-m", "handler.preprocessing_cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
