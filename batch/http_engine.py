@@ -35,7 +35,13 @@ from pydantic import ValidationError
 
 from batch.decode import describe_error
 from batch.output import Row
-from deploy.keys import auth_headers, inference_token, management_token
+from deploy.keys import (
+    TOKEN_REFUSED_STATUS,
+    TOKEN_REFUSED_TYPE,
+    auth_headers,
+    inference_token,
+    management_token,
+)
 from handler.schemas import (
     MODEL_VERSION_HEADER,
     ErrorResponse,
@@ -50,9 +56,6 @@ logger = logging.getLogger(__name__)
 RETRY_STATUS = {429, 500, 502, 503, 504, 507}
 PER_IMAGE_STATUS = {400, 413, 415, 422}
 FATAL_STATUS = {404: "the model is not registered there"}
-# TorchServe 0.12.0 refuses a bad token with HTTP 400 {"type": "InvalidKeyException"}, not 401
-# (verified against the real server; also pytorch/serve docs and issues), so the body decides.
-AUTH_ERROR_TYPE = "InvalidKeyException"
 _DONE = object()
 
 
@@ -326,10 +329,13 @@ class HttpEngine:
 
 
 def _is_auth_failure(resp: requests.Response) -> bool:
-    """A refused token: 401/403, or TorchServe's 400 InvalidKeyException."""
+    """A refused token: 401/403 (any server), or TorchServe 0.12.0's 400 InvalidKeyException."""
     if resp.status_code in (401, 403):
         return True
-    return resp.status_code == 400 and AUTH_ERROR_TYPE.encode() in resp.content[:500]
+    return (
+        resp.status_code == TOKEN_REFUSED_STATUS
+        and TOKEN_REFUSED_TYPE.encode() in resp.content[:500]
+    )
 
 
 def _error_text(resp: requests.Response) -> str:

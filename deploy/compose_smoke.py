@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from deploy.keys import auth_headers
+from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE, auth_headers
 from handler.schemas import ErrorResponse, Prediction
 from loadtests.pool import build_pool
 
@@ -65,10 +65,13 @@ def run(url: str, token: str, digits_dir: Path, count: int, model: Path) -> dict
     resp = session.post(
         predict, data=pool.pngs[0], headers={"Content-Type": "image/png"}, timeout=30
     )
-    _expect(resp.status_code in (400, 401), f"no token: expected a refusal, got {resp.status_code}")
+    _expect(
+        resp.status_code == TOKEN_REFUSED_STATUS,
+        f"no token: expected TorchServe's refusal ({TOKEN_REFUSED_STATUS}), got {resp.status_code}",
+    )
     refusal = ErrorResponse.model_validate_json(resp.content)
     _expect(
-        refusal.type == "InvalidKeyException",
+        refusal.type == TOKEN_REFUSED_TYPE,
         f"no token: refused as {refusal.type!r}, not by the token check: {resp.text[:200]}",
     )
     return {

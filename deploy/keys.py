@@ -20,6 +20,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_FILE_NAME = "key_file.json"
 
+# How TorchServe 0.12.0 (the final release) refuses a missing, wrong or wrong-kind key: HTTP 400
+# with this error type, not 401. Its token check raises InvalidKeyException, a ModelException,
+# and the frontend's HttpRequestHandler maps every ModelException to BAD_REQUEST. Clients tell
+# a refused key from a bad image by the type; the tests pin both values.
+TOKEN_REFUSED_STATUS = 400
+TOKEN_REFUSED_TYPE = "InvalidKeyException"
+
 
 def run_dir() -> Path:
     """The launcher's working directory: pid file, logs, key file."""

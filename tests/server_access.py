@@ -1,4 +1,5 @@
-"""Small helpers the reliability and security tests share: where a server is, who its workers are.
+"""Small helpers the reliability and security tests share: where a server is, who its workers
+are, what a refused key looks like.
 
 They read the committed configuration (`deploy/config.properties`) and ask a real
 `deploy.launcher.TorchServe` (the conftest fixtures) through its management API; nothing is
@@ -10,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.keys import auth_headers
+import requests
+
+from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE, auth_headers
 from deploy.launcher import BASE_CONFIG, read_properties
+from handler.schemas import ErrorResponse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PROPERTIES = BASE_CONFIG  # the committed deploy/config.properties
@@ -79,3 +83,16 @@ def ready_worker_pids(server) -> set[int]:
         for w in server.workers()
         if w.get("status") == "READY" and int(w.get("pid", -1)) > 0
     }
+
+
+def assert_token_refused(resp: requests.Response) -> None:
+    """The response is TorchServe's token-check refusal, and nothing else.
+
+    TorchServe 0.12.0 answers a missing, wrong or wrong-kind key with HTTP 400 and
+    `{"type": "InvalidKeyException"}`, not 401 (see `deploy.keys.TOKEN_REFUSED_STATUS`). The type
+    proves that the token check refused, not, say, the image.
+    """
+    assert resp.status_code == TOKEN_REFUSED_STATUS, f"HTTP {resp.status_code}: {resp.text[:300]}"
+    error = ErrorResponse.model_validate_json(resp.content)
+    assert (error.code, error.type) == (TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE), resp.text[:300]
+    assert "Token Authorization failed" in error.message

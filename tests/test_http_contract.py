@@ -65,48 +65,8 @@ def digits(mnist_test, png_encode):
     return [(png_encode(images[i]), int(labels[i])) for i in range(8)]
 
 
-# --- authorisation ----------------------------------------------------------------------------
-# TorchServe 0.12.0 refuses a missing or wrong key with HTTP 400 InvalidKeyException, not the 401
-# one would expect (its TokenAuthorizationHandler); these tests pin what the pinned server does.
-def assert_key_refused(resp: requests.Response) -> None:
-    assert resp.status_code in (400, 401), resp.text
-    err = bad_request(resp, resp.status_code)
-    assert err.type == "InvalidKeyException", err
-
-
-def test_prediction_without_token_is_refused(torchserve, digits):
-    resp = post(torchserve, token=None, data=digits[0][0], headers={"Content-Type": "image/png"})
-    assert_key_refused(resp)
-
-
-def test_prediction_with_wrong_token_is_refused(torchserve, digits):
-    wrong = post(torchserve, token="not-the-key", data=digits[0][0],
-                 headers={"Content-Type": "image/png"})  # fmt: skip
-    assert_key_refused(wrong)
-    # The management key is not an inference key either.
-    other = post(torchserve, token=torchserve.management_token, data=digits[0][0],
-                 headers={"Content-Type": "image/png"})  # fmt: skip
-    assert_key_refused(other)
-
-
-def test_management_needs_its_own_key(torchserve):
-    url = f"{torchserve.management_url}/models"
-    assert_key_refused(requests.get(url, timeout=TIMEOUT))
-    inference_key = auth_headers(torchserve.inference_token)
-    assert_key_refused(requests.get(url, headers=inference_key, timeout=TIMEOUT))
-    ok = requests.get(url, headers=auth_headers(torchserve.management_token), timeout=TIMEOUT)
-    assert ok.status_code == 200
-    assert [m["modelName"] for m in ok.json()["models"]] == ["lenet"]
-
-
-def test_model_registration_api_is_off(torchserve):
-    resp = requests.post(
-        f"{torchserve.management_url}/models",
-        params={"url": "lenet.mar", "model_name": "other"},
-        headers=auth_headers(torchserve.management_token),
-        timeout=TIMEOUT,
-    )
-    assert resp.status_code == 405, resp.text
+# Authorisation (no key, wrong key, management key) and the disabled model API are checked in
+# tests/test_security.py against the same session server.
 
 
 def test_server_is_configured_for_batching(torchserve):

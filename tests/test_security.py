@@ -4,7 +4,7 @@
 - management needs its own key: the inference key is refused there;
 
   (TorchServe 0.12.0 answers a missing or wrong key with HTTP 400 `InvalidKeyException`, not
-  401: the tests pin what the pinned server really does, see `assert_token_refused`.)
+  401: the tests pin what the pinned server really does, see `deploy.keys.TOKEN_REFUSED_STATUS`.)
 - model registration is off (405), and `allowed_urls` admits no http(s) archive;
 - only 127.0.0.1 is bound (the listening sockets of the real processes, read with psutil);
 - the container runs as a non-root user (Dockerfile `USER`, and `id -u` in the image if built);
@@ -23,11 +23,12 @@ import psutil
 import pytest
 import requests
 
-from handler.schemas import ErrorResponse, Prediction
+from handler.schemas import Prediction
 from tests.server_access import (
     CONFIG_PROPERTIES,
     MODEL_NAME,
     REPO_ROOT,
+    assert_token_refused,
     endpoints,
     read_properties,
 )
@@ -183,20 +184,6 @@ def test_container_uid_is_not_zero():
 
 
 # --- live: the real session server -------------------------------------------------------------
-def assert_token_refused(resp: requests.Response) -> None:
-    """The response is TorchServe's token-check refusal, and nothing else.
-
-    TorchServe 0.12.0 (the final release) answers a missing, wrong or wrong-kind key with
-    HTTP 400 and `{"type": "InvalidKeyException"}` rather than 401 (pytorch/serve's token
-    handler maps the exception to BAD_REQUEST). The type pins that it was the token check that
-    refused, not, say, a bad image.
-    """
-    assert resp.status_code in (400, 401), f"HTTP {resp.status_code}: {resp.text[:300]}"
-    error = ErrorResponse.model_validate_json(resp.content)
-    assert error.type == "InvalidKeyException", resp.text[:300]
-    assert "Token Authorization failed" in error.message
-
-
 live = pytest.mark.integration
 
 
@@ -209,9 +196,12 @@ def test_inference_without_a_key_is_refused(torchserve, mnist_png):
 
 
 @live
-def test_inference_with_a_wrong_key_is_refused(torchserve, mnist_png):
+@pytest.mark.parametrize("key", ["wrong", "management"])
+def test_inference_with_a_wrong_key_is_refused(torchserve, mnist_png, key):
+    """A made-up key, or the management key: neither is the inference key."""
     ep = endpoints(torchserve)
-    headers = {"Content-Type": "image/png", "Authorization": f"Bearer {WRONG_TOKEN}"}
+    token = {"wrong": WRONG_TOKEN, "management": ep.management_token}[key]
+    headers = {"Content-Type": "image/png", "Authorization": f"Bearer {token}"}
     resp = requests.post(ep.predict_url, data=mnist_png[0], headers=headers, timeout=10)
     assert_token_refused(resp)
 
