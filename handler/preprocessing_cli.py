@@ -3,7 +3,8 @@
     python -m handler.preprocessing_cli --bench            # time preprocess() per input kind
     python -m handler.preprocessing_cli a.jpg --out-dir d  # write the 28x28 the model would see
 
-`make bench-preprocess` runs the benchmark: a 28x28 MNIST PNG, a 300x300 RGB JPEG and a 4000x3000
+`make bench-preprocess` runs the benchmark: a 28x28 MNIST PNG (already in MNIST's form, so it
+passes through), the same digit inverted (every step), a 300x300 RGB JPEG and a 4000x3000
 photo-like JPEG, taking turns so that they share the machine's conditions; JSON, then a table.
 The archive ships only the modules the handler imports (deploy/archive.py), so this one, which
 also reads MNIST through `train.mnist`, stays out of the .mar.
@@ -69,6 +70,8 @@ def _bench_inputs(mnist_dir: Path) -> dict[str, bytes]:
     photo = _synthetic_digit((4000, 3000), rng).convert("RGB")
     return {
         "png_28x28_mnist": _encode(Image.fromarray(np.ascontiguousarray(digit28), "L"), "PNG"),
+        # The same digit dark on light: not in MNIST's form, so it takes every step.
+        "png_28x28_inverted": _encode(Image.fromarray(255 - digit28, "L"), "PNG"),
         "jpeg_300x300_rgb": _encode(small, "JPEG", quality=90),
         "jpeg_4000x3000_photo": _encode(photo, "JPEG", quality=90),
     }

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import io
 import json
-import statistics
 import struct
 import subprocess
 import sys
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -327,30 +325,48 @@ def test_multipage_tiff_uses_the_first_page(ink, reference):
     assert mean_abs_diff(to_mnist(decode_image(data)), reference) < CLOSE
 
 
-def test_large_photo_is_downscaled_early_and_fast(ink, reference):
+def test_large_photo_is_downscaled_early(ink, reference):
+    # How fast is `make bench-preprocess`'s job (a benchmark, not a timed unit test); this checks
+    # the mechanism that makes it fast: libjpeg decodes at a reduced DCT scale.
     photo = dark_on_light(ink).resize((4000, 3000), Image.Resampling.BILINEAR).convert("RGB")
     data = encode(photo, "JPEG", quality=90)
     decoded = decode_image(data)
     assert max(decoded.size) < 1000  # decoded at 1/8 DCT scale, not 12 megapixels
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        out = preprocess(data)[0]
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.25, timings  # tens of ms normally; generous for a shared machine
+    out = preprocess(data)[0]
     assert mean_abs_diff(out, normalize(reference)) * MNIST_STD < CLOSE_LOSSY
 
 
-def test_small_png_costs_well_under_a_millisecond(reference):
-    data = encode(Image.fromarray((reference * 255).astype(np.uint8), "L"), "PNG")
-    preprocess(data)
-    timings = []
-    for _ in range(50):
-        start = time.perf_counter()
-        preprocess(data)
-        timings.append(time.perf_counter() - start)
-    # ~0.2 ms measured; 1 ms leaves room for a machine shared with other test runs.
-    assert statistics.median(timings) < 1e-3, statistics.median(timings)
+# --- input already in MNIST's form --------------------------------------------------------------
+
+
+def test_mnist_test_pngs_pass_through_unchanged(mnist_test):
+    """A PNG of an MNIST digit comes back as exactly the IDX pixels the model was trained on."""
+    images, _ = mnist_test
+    for image in images[:300]:
+        out = to_mnist(decode_image(encode(Image.fromarray(image, "L"), "PNG")))
+        np.testing.assert_array_equal(out, image.astype(np.float32) * (1 / 255))
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["shifted 3 px", "inverted", "grey background", "box of 16 px"],
+)
+def test_digits_not_in_mnist_form_are_normalised(mnist_test, change):
+    """Near misses of MNIST's form take the full path and come out in that form."""
+    image = mnist_test[0][0]
+    pixels = {
+        "shifted 3 px": np.roll(image, (3, 3), axis=(0, 1)),
+        "inverted": 255 - image,
+        "grey background": np.maximum(image, 60),
+        "box of 16 px": np.asarray(
+            Image.fromarray(image).resize((22, 22), Image.Resampling.BOX).crop((-3, -3, 25, 25))
+        ),
+    }[change]
+    out = to_mnist(decode_image(encode(Image.fromarray(pixels.astype(np.uint8), "L"), "PNG")))
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5, (change, cy, cx)
+    assert max(ink_extent(out, level=0.0)) == 20, change
+    assert out[0].sum() == 0 and out[:, 0].sum() == 0, change  # black margin again
 
 
 # --- modes ------------------------------------------------------------------------------------
@@ -603,7 +619,9 @@ def test_bench_prints_json_then_a_table(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     document, _, table = result.stdout.partition("\n}\n")
     rows = json.loads(document + "\n}")["preprocess_ms"]
-    assert set(rows) == {"png_28x28_mnist", "jpeg_300x300_rgb", "jpeg_4000x3000_photo"}
+    assert set(rows) == {
+        "png_28x28_mnist", "png_28x28_inverted", "jpeg_300x300_rgb", "jpeg_4000x3000_photo"
+    }
     for row in rows.values():
         assert row["runs"] == 3 and 0 < row["median_ms"] <= row["p95_ms"]
     assert rows["jpeg_4000x3000_photo"]["bytes"] > rows["png_28x28_mnist"]["bytes"]
