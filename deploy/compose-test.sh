@@ -5,7 +5,8 @@
 #      missing; without root or apt: exit 77 = SKIP + reason)
 #   2. build prerequisites (cached base image + wheelhouse) and the image; bring the stack up
 #   3. wait for the container's HEALTHCHECK to say healthy
-#   4. HTTP contract smoke: real MNIST digits -> right answers, bad input -> 400, no key -> 401
+#   4. HTTP contract smoke: real MNIST digits -> right answers, bad input -> 400, no key -> refused
+#      (TorchServe 0.12.0's 400 InvalidKeyException, deploy/keys.py)
 #      (the key read from the container's key file with `compose exec`, never printed)
 #   5. the batch job's http engine scores the smoke digits through the stack
 #   6. a 30 s Locust run (loadtest profile, master + 2 workers) and its SLO gate

@@ -337,11 +337,8 @@ def _is_mnist_form(gray: np.ndarray) -> bool:
     width = inked_cols[-1] - inked_cols[0] + 1
     if max(height, width) != DIGIT_BOX:
         return False
-    mass = float(rows.sum())
-    index = np.arange(IMAGE_SIZE)
-    cy, cx = float(rows @ index) / mass, float(cols @ index) / mass
+    cy, cx = _centre_of_mass(gray)
     return abs(cy - CENTRE) <= 0.5 and abs(cx - CENTRE) <= 0.5
-
 
 
 def _median(values: np.ndarray) -> float:
@@ -616,14 +613,19 @@ def _fit_box(ink: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(box), 0.0, 1.0)
 
 
+def _centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the ink's centre of mass in pixel-index coordinates; needs some ink."""
+    mass = float(pixels.sum())
+    rows, cols = np.arange(pixels.shape[0]), np.arange(pixels.shape[1])
+    return float(pixels.sum(axis=1) @ rows) / mass, float(pixels.sum(axis=0) @ cols) / mass
+
+
 def _centre_in_field(box: np.ndarray) -> np.ndarray:
     """Paste the box into 28x28 with its centre of mass at (14, 14), clipped to the canvas."""
     h, w = box.shape
-    mass = float(box.sum())
-    if mass <= 0.0:
+    if float(box.sum()) <= 0.0:
         return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    cy = float(box.sum(axis=1) @ np.arange(h)) / mass
-    cx = float(box.sum(axis=0) @ np.arange(w)) / mass
+    cy, cx = _centre_of_mass(box)
     top = min(max(round(CENTRE - cy), 0), IMAGE_SIZE - h)
     left = min(max(round(CENTRE - cx), 0), IMAGE_SIZE - w)
     field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)

@@ -107,5 +107,11 @@ def test_raw_mnist_pngs_round_trip(model, mnist_test):
     # Pixel level: already-MNIST input comes back nearly unchanged (a whole-pixel centring
     # difference on a few digits accounts for most of the residue).
     assert float(np.abs(pixels - images / 255.0).mean()) < 0.01
+    # Digits in MNIST's form (all but a handful: a 19 px box, a centre past the half pixel) pass
+    # through preprocessing untouched, so they get exactly the answer their IDX tensor gets.
+    differences = np.abs(pixels - images.astype(np.float32) * (1 / 255)).max(axis=(1, 2))
+    exact = int((differences == 0).sum())
+    print(f"MNIST test PNGs passed through pixel-exact: {exact:,} of {len(images):,}")
+    assert exact >= len(images) - 10
     # And preprocess itself is exactly normalize(to_mnist(...)) on these inputs.
     np.testing.assert_allclose(preprocess(encode_png(images[0]))[0], normalize(pixels[0]))
