@@ -45,7 +45,7 @@ status: | $(STAMP)
 # The main job: everything a new user needs to see a real answer.
 run: model_store/lenet.mar
 	$(PY) -m deploy serve
-	$(PY) -m handler.client demo
+	$(PY) -m client demo
 
 # --- tests ---------------------------------------------------------------------------------
 lint: $(STAMP)
@@ -66,7 +66,7 @@ schema: $(STAMP)
 
 # --- benchmarks and operations (not part of CI) --------------------------------------------
 bench-preprocess: $(STAMP)
-	$(PY) -m handler.preprocessing_cli --bench
+	$(PY) -m tools.preprocess_bench --bench
 
 bench: model_store/lenet.mar
 	$(PY) -m loadtests bench

@@ -5,7 +5,7 @@ a temporary folder), so their ratios are side by side on the same machine state:
 
 - ceiling: read + decode + preprocess + batched forward, all in this one process, no output;
 - local:   `--engine local` as the CLI runs it (workers, batches, rows written to a file);
-- http:    `--engine http` against a real TorchServe started through `deploy.launcher`.
+- http:    `--engine http` against a real TorchServe (`deploy.server.TorchServe.private`).
 
 Prints a table and JSON on stdout and writes the JSON to `--out`.
 """
@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from project import paths
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "artifacts" / "bench" / "batch.json"
+DEFAULT_OUT = paths.ARTIFACTS_DIR / "bench" / "batch.json"
 TARGET_LOCAL_VS_CEILING = 0.80
 TARGET_HTTP_VS_LOCAL = 0.30
 
@@ -48,8 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     eng.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     eng.add_argument("--concurrency", type=int, default=8, help="http requests in flight")
     eng.add_argument("--images-per-request", type=int, default=16, help="images per request")
-    eng.add_argument("--model-store", type=Path,
-                     default=Path(os.environ.get("LENET_MODEL_STORE", REPO_ROOT / "model_store")),
+    eng.add_argument("--model-store", type=Path, default=paths.model_store(),
                      help="folder with lenet.mar for the http engine ($LENET_MODEL_STORE)")
     eng.add_argument("--skip-http", action="store_true", help="do not start TorchServe")
     eng.add_argument("--repeat", type=int, default=3,
@@ -60,38 +58,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def write_pngs(folder: Path, count: int, mnist_dir: str | None) -> int:
     """Write `count` MNIST test digits as PNGs into 10 sub-folders; returns bytes written."""
-    from PIL import Image
+    from samples.digits import mnist_test_pngs
 
-    from train.mnist import load_test_digits
-
-    images, labels = load_test_digits(mnist_dir)
+    digits = mnist_test_pngs(mnist_dir=mnist_dir)
     total = 0
     for i in range(count):
         sub = folder / f"d{i % 10}"
         sub.mkdir(exist_ok=True)
-        path = sub / f"{i:05d}_{labels[i % len(labels)]}.png"
-        Image.fromarray(images[i % len(images)]).save(path)
-        total += path.stat().st_size
+        path = sub / f"{i:05d}_{digits.labels[i % len(digits)]}.png"
+        path.write_bytes(digits.images[i % len(digits)])
+        total += len(digits.images[i % len(digits)])
     return total
 
 
 def bench_ceiling(folder: Path, model_path, batch_size: int) -> dict:
-    """Decode + preprocess + forward in this one process, batched, no output written."""
-    from batch.decode import read_and_preprocess
+    """Read + predict (decode, preprocess, forward) in this one process, batched, no output."""
+    import torch
+
     from batch.discover import iter_files
-    from batch.local_engine import LocalEngine
+    from handler.predictor import Predictor
+    from project.paths import default_model
 
-    with LocalEngine(model_path, workers=0, batch_size=batch_size) as engine:
-        import torch
-
-        torch.set_num_threads(1)  # one process, one core: the single-core ceiling
-        rels = list(iter_files(folder))
-        start = time.perf_counter()
-        done = 0
-        for i in range(0, len(rels), batch_size):
-            inputs = np.stack([read_and_preprocess(str(folder), r) for r in rels[i:i + batch_size]])
-            done += len(engine.predict(inputs))
-        elapsed = time.perf_counter() - start
+    torch.set_num_threads(1)  # one process, one core: the single-core ceiling
+    predictor = Predictor.load(model_path or default_model(), "cpu")
+    rels = list(iter_files(folder))
+    start = time.perf_counter()
+    done = 0
+    for i in range(0, len(rels), batch_size):
+        done += len(predictor.predict([(folder / r).read_bytes() for r in rels[i:i + batch_size]]))
+    elapsed = time.perf_counter() - start
     return {"images": done, "elapsed_s": round(elapsed, 3), "images_per_s": done / elapsed}
 
 
@@ -114,9 +109,10 @@ def _run_engine(engine, folder: Path, out_file: Path) -> dict:
 
 def bench_local(folder: Path, tmp: Path, args) -> dict:
     """The local engine as the CLI runs it (pool start and model load excluded)."""
-    from batch.local_engine import LocalEngine
+    from batch.local_engine import LocalEngine, LocalOptions
 
-    with LocalEngine(args.model, workers=args.workers, batch_size=args.batch_size) as engine:
+    options = LocalOptions(model=args.model, workers=args.workers, batch_size=args.batch_size)
+    with LocalEngine(options) as engine:
         # (the constructor has already started the worker processes: outside the clock)
         result = _run_engine(engine, folder, tmp / "local.csv")
     result.update(workers=args.workers, batch_size=args.batch_size)
@@ -124,19 +120,13 @@ def bench_local(folder: Path, tmp: Path, args) -> dict:
 
 
 def bench_http(folder: Path, tmp: Path, args) -> list[dict]:
-    """The http engine against a real TorchServe started through the project's launcher."""
+    """The http engine against a real TorchServe with the project's tuned configuration
+    (deploy/config.properties + the archive's model-config.yaml), on free ports."""
     from batch.http_engine import HttpEngine
-    from deploy.launcher import TorchServe, free_port
+    from deploy.server import TorchServe
 
-    # The project's tuned configuration (deploy/config.properties + the archive's
-    # model-config.yaml), on free ports so a server already running here is left alone.
-    server = TorchServe(model_store=args.model_store, run_dir=tmp / "run",
-                        inference_port=free_port(), management_port=free_port(),
-                        metrics_port=free_port(), grpc_ports=(free_port(), free_port()),
-                        token_auth=True)
-    server.start()
     results = []
-    try:
+    with TorchServe.private(tmp / "run", model_store=args.model_store) as server:
         engine = HttpEngine([server.inference_url], token_source=lambda: server.inference_token,
                             concurrency=args.concurrency,
                             images_per_request=args.images_per_request)
@@ -145,8 +135,6 @@ def bench_http(folder: Path, tmp: Path, args) -> list[dict]:
             result.update(concurrency=args.concurrency,
                           images_per_request=args.images_per_request, retries=engine.retries)
             results.append(result)
-    finally:
-        server.stop()
     return results
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from batch import EXIT_JOB_FAILED, EXIT_OK, EXIT_ROW_ERRORS
+from handler import MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
                      help="local: TorchScript in-process; http: TorchServe (default: local)")
     loc = p.add_argument_group("local engine")
     loc.add_argument("--model", type=Path, default=None,
-                     help="TorchScript .pt or .mar archive (default: artifacts/lenet.pt, else "
-                          "model_store/lenet.mar)")
+                     help="TorchScript .pt or .mar archive (default: $LENET_MODEL, else "
+                         "artifacts/lenet.pt, else model_store/lenet.mar)")
     loc.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="preprocessing processes; 0 = in the main process "
                           f"(default: cores = {os.cpu_count()})")
@@ -85,7 +86,8 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     http.add_argument("--url", action="append", default=None,
                       help="inference API base URL; repeat to spread round-robin "
                            "(default: http://127.0.0.1:8080)")
-    http.add_argument("--model-name", default="lenet", help="registered model (default: lenet)")
+    http.add_argument("--model-name", default=MODEL_NAME,
+                      help=f"registered model (default: {MODEL_NAME})")
     http.add_argument("--management-url", default=None,
                       help="management API, for the model version when the server sends no "
                            "X-Model-Version header (older handlers; default: none)")
@@ -100,19 +102,21 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def make_engine(args: argparse.Namespace):
-    """The engine the options ask for."""
+    """A factory of the engine the options ask for (the job opens it once the output is OK)."""
     if args.engine == "local":
-        from batch.local_engine import LocalEngine
+        from batch.local_engine import LocalEngine, LocalOptions
 
-        return LocalEngine(args.model, device=args.device, workers=args.workers,
-                           batch_size=args.batch_size, chunk_size=args.chunk_size,
-                           torch_threads=args.torch_threads)
+        options = LocalOptions(model=args.model, device=args.device, workers=args.workers,
+                               batch_size=args.batch_size, chunk_size=args.chunk_size,
+                               torch_threads=args.torch_threads)  # fmt: skip
+        return lambda: LocalEngine(options)
     from batch.http_engine import HttpEngine, RetryPolicy
 
-    return HttpEngine(args.url or ["http://127.0.0.1:8080"], model_name=args.model_name,
-                      concurrency=args.concurrency, images_per_request=args.images_per_request,
-                      retry=RetryPolicy(max_attempts=args.max_attempts), timeout=args.timeout,
-                      management_url=args.management_url)
+    return lambda: HttpEngine(args.url or ["http://127.0.0.1:8080"], model_name=args.model_name,
+                              concurrency=args.concurrency,
+                              images_per_request=args.images_per_request,
+                              retry=RetryPolicy(max_attempts=args.max_attempts),
+                              timeout=args.timeout, management_url=args.management_url)
 
 
 def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -145,10 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"batch bench: error: {exc}", file=sys.stderr)
             return EXIT_JOB_FAILED
     validate(args, parser)
-    from batch.job import JobError, run_job
+    from batch.job import JobError, JobOptions, run_job
 
+    options = JobOptions(input_dir=args.input_dir, output=args.output, glob=args.glob,
+                         resume=args.resume, overwrite=args.overwrite, summary=args.summary,
+                         plot=args.plot, progress=not args.no_progress)  # fmt: skip
     try:
-        summary = run_job(args, make_engine)
+        summary = run_job(options, make_engine(args))
     except JobError as exc:
         print(f"batch score: error: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED

@@ -1,18 +1,14 @@
-"""Worker-side half of the local engine: read files and preprocess them, torch-free.
+"""Worker-side half of the local engine: read files and prepare them, torch-free.
 
-This module is all that the preprocessing processes import (numpy, Pillow and
-`handler.preprocessing`), so they start in a fraction of a second and stay small; torch lives
-only in the main process.
+This module is all that the decode processes import (numpy, Pillow and `handler.inputs`), so
+they start in a fraction of a second and stay small; torch lives only in the main process.
 """
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from handler.normalization import IMAGE_SIZE
-from handler.preprocessing import preprocess
+from handler.inputs import Prepared, prepare
 
 
 def describe_error(exc: BaseException) -> str:
@@ -20,29 +16,21 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def read_and_preprocess(root: str, rel: str) -> np.ndarray:
-    """Bytes of `root/rel` -> the handler's (1, 28, 28) float32 input (same function)."""
-    with open(os.path.join(root, rel), "rb") as f:
-        data = f.read()
-    return preprocess(data)
+def prepare_chunk(root: str, rels: list[str]) -> tuple[list[str], Prepared, list[tuple[str, str]]]:
+    """Worker task: `(readable paths, their prepared images, [(path, read error), ...])`.
 
-
-def preprocess_chunk(root: str, rels: list[str]):
-    """Worker task: returns `(ok_paths, stacked inputs, [(path, error), ...])`.
-
-    Every failure (vanished, unreadable, not an image, corrupt) becomes an error entry, so one
-    bad file never costs its neighbours.
+    A file that cannot be read (vanished, a directory, unreadable) is a read error; one that
+    cannot be decoded is an error slot in `Prepared`. Neither costs its neighbours.
     """
-    ok, arrays, errors = [], [], []
+    readable, data, read_errors = [], [], []
     for rel in rels:
         try:
-            arrays.append(read_and_preprocess(root, rel))
-            ok.append(rel)
-        except Exception as exc:  # noqa: BLE001 - any failure is that file's error row
-            errors.append((rel, describe_error(exc)))
-    stacked = (np.stack(arrays) if arrays
-               else np.empty((0, 1, IMAGE_SIZE, IMAGE_SIZE), np.float32))
-    return ok, stacked, errors
+            with open(os.path.join(root, rel), "rb") as f:
+                data.append(f.read())
+            readable.append(rel)
+        except OSError as exc:
+            read_errors.append((rel, describe_error(exc)))
+    return readable, prepare(data), read_errors
 
 
 def ready() -> int:

@@ -1,8 +1,7 @@
 """Scoring through TorchServe's inference API: concurrent multi-image requests with retries.
 
-Each request carries up to `images_per_request` images as multipart fields with DISTINCT names
-(`image0`, `image1`, ...; TorchServe keeps only one value per field name) and is answered with
-a `MultiPrediction` (or a `Prediction` for a single image), in input order.
+Each request carries up to `images_per_request` images, encoded by `client.multipart_body`, and
+is answered with a `MultiPrediction` (or a `Prediction` for a single image), in input order.
 
 Failure policy, chosen so that a restart of the server never loses or doubles a row:
 - connection errors, timeouts, 429 and 5xx (including the 503 of a full queue): retried on the
@@ -11,7 +10,7 @@ Failure policy, chosen so that a restart of the server never loses or doubles a 
 - a 400/413/422 for a multi-image request: split and resent one image per request, so only the
   bad image gets the error; for a single image, the server's message becomes that row's error;
 - an `ImageError` slot in a multi-image answer: that row's error, neighbours unaffected;
-- a refused token (401/403, or the 400 InvalidKeyException TorchServe 0.12.0 actually sends):
+- a refused token (401/403, or TorchServe's own refusal, see `deploy.keys.TOKEN_REFUSED_STATUS`):
   the key is re-read (deploy.keys, i.e. the key file TorchServe rewrites at every
   start); a changed key is retried, the same key refused again fails the whole job
   (`JobFailed`), as does a 404 (model not registered): every further request would fail too.
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 
 from batch.decode import describe_error
 from batch.output import Row
+from client import multipart_body
 from deploy.keys import (
     TOKEN_REFUSED_STATUS,
     TOKEN_REFUSED_TYPE,
@@ -42,6 +42,7 @@ from deploy.keys import (
     inference_token,
     management_token,
 )
+from handler import MODEL_NAME
 from handler.schemas import (
     MODEL_VERSION_HEADER,
     ErrorResponse,
@@ -89,7 +90,7 @@ class HttpEngine:
 
     name = "http"
 
-    def __init__(self, urls: list[str], *, model_name: str = "lenet",
+    def __init__(self, urls: list[str], *, model_name: str = MODEL_NAME,
                  token_source: Callable[[], str | None] = inference_token,
                  concurrency: int = 8, images_per_request: int = 8,
                  retry: RetryPolicy | None = None, timeout: float = 30.0,
@@ -152,13 +153,13 @@ class HttpEngine:
 
     def _post_once(self, session: requests.Session, items: list[tuple[str, bytes]]):
         url = f"{self._next_url()}/predictions/{self.model_name}"
-        files = {f"image{i}": (os.path.basename(rel), data, "application/octet-stream")
-                 for i, (rel, data) in enumerate(items)}
+        body, content_type = multipart_body([data for _, data in items],
+                                            [os.path.basename(rel) for rel, _ in items])
         self.requests_sent += 1
         token = self.token
         try:
-            resp = session.post(url, files=files, headers=auth_headers(token),
-                                timeout=self.timeout)
+            resp = session.post(url, data=body, timeout=self.timeout,
+                                headers={"Content-Type": content_type, **auth_headers(token)})
         except requests.RequestException as exc:
             raise _Retryable(f"{type(exc).__name__} from {url}") from exc
         if _is_auth_failure(resp):

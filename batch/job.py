@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import sys
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -16,13 +19,30 @@ from batch.summary import Summary
 
 logger = logging.getLogger(__name__)
 
+PROGRESS_LOG_S = 30.0  # off a terminal: one progress line this often instead of a live bar
+
 
 class JobError(RuntimeError):
     """The job cannot run or cannot go on (exit status 2)."""
 
 
-def run_job(args: argparse.Namespace, make_engine) -> Summary:
-    """Score `args.input_dir` into `args.output`; returns the summary (whole output file).
+@dataclass
+class JobOptions:
+    """What to score and where the rows go (the CLI's `input and output` options)."""
+
+    input_dir: Path
+    output: Path
+    glob: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    summary: Path | None = None
+    plot: Path | None = None
+    progress: bool = True
+
+
+def run_job(options: JobOptions, make_engine: Callable[[], object]) -> Summary:
+    """Score `options.input_dir` into `options.output` with the engine `make_engine()` builds;
+    returns the summary of the whole output file.
 
     Raises JobError for failures of the job itself: output exists/corrupt, model missing or
     unloadable, TorchServe refusing the token.
@@ -30,26 +50,27 @@ def run_job(args: argparse.Namespace, make_engine) -> Summary:
     from batch.http_engine import JobFailed
     from handler.artifact import ArtifactError
 
-    summary = Summary(engine=args.engine)
+    summary = Summary()
     with contextlib.ExitStack() as stack:
         try:
             # Refuse a bad output before loading anything, and load the model before creating
             # the output, so a failed start leaves no empty file that blocks the next run.
-            check_output(args.output, resume=args.resume, overwrite=args.overwrite)
-            engine = stack.enter_context(make_engine(args))
-            writer, done = open_output(args.output, resume=args.resume,
-                                       overwrite=args.overwrite,
+            check_output(options.output, resume=options.resume, overwrite=options.overwrite)
+            engine = stack.enter_context(make_engine())
+            writer, done = open_output(options.output, resume=options.resume,
+                                       overwrite=options.overwrite,
                                        on_existing_row=lambda r: summary.add(r, resumed=True))
         except (OutputError, ArtifactError, JobFailed, OSError) as exc:
             raise JobError(str(exc)) from exc
         stack.callback(summary.finish)
         stack.callback(writer.close)
+        summary.engine = engine.name
         summary.model = engine.model_name
         summary.model_version = engine.model_version
         csv_output = writer.fmt == "csv"
 
         def todo():
-            for rel in iter_files(args.input_dir, args.glob):
+            for rel in iter_files(options.input_dir, options.glob):
                 if rel in done:
                     continue
                 if csv_output and ("\n" in rel or "\r" in rel):
@@ -58,9 +79,12 @@ def run_job(args: argparse.Namespace, make_engine) -> Summary:
                     continue
                 yield rel
 
+        # A live bar on a terminal; off one (a log file, CI), tqdm stays silent (disable=None)
+        # and a line every PROGRESS_LOG_S seconds says how far the job is instead.
         progress = stack.enter_context(tqdm(
-            unit="img", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True,
-            desc="scoring", smoothing=0.1))
+            unit="img", file=sys.stderr, disable=None if options.progress else True,
+            dynamic_ncols=True, desc="scoring", smoothing=0.1))
+        log_progress = options.progress and progress.disable
 
         def count_total() -> None:
             # A second, cheap walk (names only) gives the bar its total and ETA without
@@ -70,18 +94,24 @@ def run_job(args: argparse.Namespace, make_engine) -> Summary:
             except OSError:
                 pass
 
-        if not args.no_progress:
+        if not progress.disable:
             threading.Thread(target=count_total, name="batch-count", daemon=True).start()
+        scored, last_log = 0, time.monotonic()
         try:
-            for row in engine.score(args.input_dir, todo()):
+            for row in engine.score(options.input_dir, todo()):
                 writer.write(row)
                 summary.add(row)
                 progress.update(1)
+                scored += 1
+                if log_progress and time.monotonic() - last_log >= PROGRESS_LOG_S:
+                    last_log = time.monotonic()
+                    logger.info("scored %d files so far (%.0f/s)", scored,
+                                scored / max(summary.elapsed, 1e-9))
         except JobFailed as exc:
             raise JobError(str(exc)) from exc
     summary.worker_peak_rss_mb = getattr(engine, "worker_peak_rss_mb", [])  # known once closed
-    if args.summary:
-        summary.write_json(args.summary)
-    if args.plot:
-        summary.plot(args.plot)
+    if options.summary:
+        summary.write_json(options.summary)
+    if options.plot:
+        summary.plot(options.plot)
     return summary

@@ -2,85 +2,51 @@
 
 Pipeline (all bounded, so memory does not grow with the number of files):
 
-    discover (generator) -> chunks of `chunk_size` paths -> process pool (read + preprocess,
-    at most `workers * 8` chunks in flight) -> batches of `batch_size` arrays -> TorchScript
-    forward on CUDA when available -> rows, yielded as they complete.
+    discover (generator) -> chunks of `chunk_size` paths -> process pool (read + prepare, at
+    most `workers * 8` chunks in flight) -> batches of `batch_size` images -> the predictor's
+    forward pass (CUDA when available) -> rows, yielded as they complete.
 
-Preprocessing is `handler.preprocessing.preprocess`, the very function the TorchServe handler
-calls, and probabilities go through `Prediction.from_probabilities` like the handler's do, so a
-file gets the same answer from this engine as from the HTTP API.
+The workers run `handler.inputs.prepare` and this process `handler.predictor.Predictor.complete`:
+the two halves of `Predictor.predict`, which the TorchServe handler runs too, so a file gets the
+same answer from this engine as from the HTTP API.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
-import tempfile
-import zipfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from batch.decode import preprocess_chunk, ready
+from batch.decode import prepare_chunk, ready
 from batch.output import Row
-from handler.artifact import ArtifactError, load_torchscript
+from handler.inputs import Prepared
+from handler.predictor import Predictor
 from handler.schemas import Prediction
+from project import paths
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-DEFAULT_MODEL_CANDIDATES = (REPO_ROOT / "artifacts" / "lenet.pt",
-                            REPO_ROOT / "model_store" / "lenet.mar")
 
 
-def default_model_path() -> Path:
-    """`artifacts/lenet.pt` when it exists, else `model_store/lenet.mar`."""
-    for candidate in DEFAULT_MODEL_CANDIDATES:
-        if candidate.is_file():
-            return candidate
-    return DEFAULT_MODEL_CANDIDATES[0]
+@dataclass
+class LocalOptions:
+    """How the local engine runs (the CLI's `local engine` options)."""
 
-
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Load `(module, metadata)` from a TorchScript `.pt` or from the `.mar` that ships it.
-
-    For a `.mar`, the serialized file named in `MAR-INF/MANIFEST.json` is extracted to a
-    private temporary folder, loaded with `handler.artifact.load_torchscript`, and deleted.
-    """
-    path = Path(path)
-    if path.suffix != ".mar":
-        return load_torchscript(path, device)
-    if not path.is_file():
-        raise ArtifactError(f"model archive {path} not found; build it with `python -m deploy "
-                            "archive`")
-    try:
-        with zipfile.ZipFile(path) as mar:
-            manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
-            serialized = manifest["model"]["serializedFile"]
-            with tempfile.TemporaryDirectory(prefix="batch-mar-") as tmp:
-                target = Path(tmp) / Path(serialized).name
-                target.write_bytes(mar.read(serialized))
-                module, metadata = load_torchscript(target, device)
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path} is not a usable model archive: {exc!r}") from exc
-    metadata.setdefault("name", manifest["model"].get("modelName"))
-    metadata.setdefault("version", manifest["model"].get("modelVersion"))
-    return module, metadata
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(requested)
+    model: Path | None = None  # .pt or .mar; default: project.paths.default_model()
+    device: str = "auto"
+    workers: int = os.cpu_count() or 1  # decode processes; 0 = in this process
+    batch_size: int = 256
+    chunk_size: int = 64
+    torch_threads: int = 1
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -96,48 +62,38 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 class LocalEngine:
-    """The TorchScript model in this process, fed by a pool of preprocessing workers."""
+    """The predictor in this process, fed by a pool of decode workers."""
 
     name = "local"
 
-    def __init__(self, model_path: str | Path | None = None, *, device: str = "auto",
-                 workers: int | None = None, batch_size: int = 256,
-                 chunk_size: int = 64, torch_threads: int = 1) -> None:
-        self.workers = (os.cpu_count() or 1) if workers is None else workers
-        self.batch_size = batch_size
-        self.chunk_size = chunk_size
-        self.device = pick_device(device)
-        # The pool starts before torch does any work, through a fork server that preloads the
-        # preprocessing module: workers start fast and never inherit torch's thread pools.
+    def __init__(self, options: LocalOptions | None = None) -> None:
+        self.options = options = options or LocalOptions()
         self._pool = None
         self.worker_peak_rss_mb: list[float | None] = []  # per worker, filled in by close()
-        if self.workers > 0:
-            # Each decoder process must stay on one core: numpy's BLAS/OpenMP pools would
-            # otherwise start a thread per core in every worker and fight each other (measured:
-            # 2 workers went from ~740 to ~1800 images/s on 2 cores). Workers inherit this env.
+        if options.workers > 0:
+            # Each decode process must stay on one core: numpy's BLAS/OpenMP pools would
+            # otherwise start a thread per core in every worker and fight each other. Workers
+            # inherit this environment; the fork server preloads the torch-free decode module.
             for var in SINGLE_THREAD_ENV:
                 os.environ.setdefault(var, "1")
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["batch.decode"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
-        if self.device.type == "cpu":
-            # LeNet's forward costs ~30 us per image on ONE core, an order of magnitude less
-            # than decoding it, so intra-op threads buy nothing and, next to `workers` busy
-            # decoder processes, make OpenMP threads spin against them (measured on 2 cores:
-            # 7 ms -> 200 ms per 256-image batch with 2 threads). Hence 1 by default.
-            torch.set_num_threads(torch_threads)
+            self._pool = ProcessPoolExecutor(options.workers, mp_context=ctx)
+        # LeNet's forward pass costs a fraction of decoding an image, so intra-op threads buy
+        # nothing and, beside busy decode workers, make OpenMP threads spin against them.
+        torch.set_num_threads(options.torch_threads)
         try:
             # Workers start (in the background) while the model loads, not on the first chunk.
-            warming = [self._pool.submit(ready) for _ in range(self.workers)] if self._pool else []
-            self.module, self.metadata = load_model(model_path or default_model_path(),
-                                                    self.device)
+            starting = options.workers if self._pool else 0
+            warming = [self._pool.submit(ready) for _ in range(starting)]
+            self.predictor = Predictor.load(options.model or paths.default_model(), options.device)
             for future in warming:
                 future.result()
         except BaseException:
             self.close()
             raise
-        self.model_name = str(self.metadata.get("name") or "lenet")
-        self.model_version = str(self.metadata.get("version") or "")
+        self.model_name = self.predictor.name
+        self.model_version = self.predictor.version
 
     def close(self) -> None:
         """Stop the worker processes (recording their peak RSS first)."""
@@ -155,54 +111,48 @@ class LocalEngine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """(N, 1, 28, 28) normalised inputs -> (N, 10) float32 softmax probabilities."""
-        with torch.inference_mode():
-            logits = self.module(torch.from_numpy(inputs).to(self.device))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    def _rows_for(self, rels: list[str], prepared: Prepared) -> Iterator[Row]:
+        for rel, answer in zip(rels, self.predictor.complete(prepared), strict=True):
+            if isinstance(answer, Prediction):
+                yield Row(rel, answer.digit, answer.confidence, answer.probabilities,
+                          self.model_name, self.model_version)  # fmt: skip
+            else:
+                yield self._error_row(rel, f"{answer.error.type}: {answer.error.message}")
 
-    def _rows_for(self, rels: list[str], inputs: np.ndarray) -> Iterator[Row]:
-        for start in range(0, len(rels), self.batch_size):
-            probs = self.predict(inputs[start:start + self.batch_size])
-            for rel, p in zip(rels[start:start + self.batch_size], probs, strict=True):
-                pred = Prediction.from_probabilities(p)
-                yield Row(rel, pred.digit, pred.confidence, pred.probabilities,
-                          self.model_name, self.model_version)
+    def _error_row(self, rel: str, message: str) -> Row:
+        return Row(rel, model=self.model_name, model_version=self.model_version, error=message)
 
-    def _chunks(self, root: str, paths: Iterable[str]) -> Iterator[tuple]:
-        it = iter(paths)
-        chunks = iter(lambda: list(islice(it, self.chunk_size)), [])
+    def _chunks(self, root: str, paths_: Iterable[str]) -> Iterator[tuple]:
+        it = iter(paths_)
+        chunks = iter(lambda: list(islice(it, self.options.chunk_size)), [])
         if self._pool is None:
             for rels in chunks:
-                yield preprocess_chunk(root, rels)
+                yield prepare_chunk(root, rels)
             return
         in_flight: deque[Future] = deque()
         # Bounded (16 chunks x 64 images x 3 KB = 3 MB for 2 workers), but deep enough that
         # the workers keep going while this process waits for the CPU on a busy machine.
-        limit = self.workers * 8
+        limit = self.options.workers * 8
         for rels in chunks:
-            in_flight.append(self._pool.submit(preprocess_chunk, root, rels))
+            in_flight.append(self._pool.submit(prepare_chunk, root, rels))
             if len(in_flight) >= limit:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
 
-    def score(self, root: str | Path, paths: Iterable[str]) -> Iterator[Row]:
+    def score(self, root: str | Path, paths_: Iterable[str]) -> Iterator[Row]:
         """Yield one Row per path (relative to `root`), successes in batches, errors at once."""
-        root = str(root)
         pending_rels: list[str] = []
-        pending: list[np.ndarray] = []
+        pending: list[Prepared] = []
         count = 0
-        for ok, stacked, errors in self._chunks(root, paths):
-            for rel, message in errors:
-                yield Row(rel, model=self.model_name, model_version=self.model_version,
-                          error=message)
-            if ok:
-                pending_rels.extend(ok)
-                pending.append(stacked)
-                count += len(ok)
-            if count >= self.batch_size:
-                yield from self._rows_for(pending_rels, np.concatenate(pending))
+        for rels, prepared, read_errors in self._chunks(str(root), paths_):
+            for rel, message in read_errors:
+                yield self._error_row(rel, message)
+            pending_rels.extend(rels)
+            pending.append(prepared)
+            count += len(prepared.inputs)
+            if count >= self.options.batch_size:
+                yield from self._rows_for(pending_rels, Prepared.concat(pending))
                 pending_rels, pending, count = [], [], 0
         if pending_rels:
-            yield from self._rows_for(pending_rels, np.concatenate(pending))
+            yield from self._rows_for(pending_rels, Prepared.concat(pending))

@@ -11,6 +11,7 @@ Set LENET_TOKEN_AUTH=off for a tokens-off local run (no key file, clients send n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -20,8 +21,13 @@ from pathlib import Path
 import requests
 
 from deploy import keys
-from deploy.archive import DEFAULT_ARTIFACT, ArchiveError, archive_contents, build_archive
-from deploy.launcher import DEFAULT_MODEL_STORE, PID_FILE_NAME, ServeError, TorchServe
+from deploy.archive import ArchiveError, archive_contents, build_archive
+from deploy.config import ServerConfig
+from deploy.server import ServeError, TorchServe
+from handler import MODEL_NAME
+from project import paths
+
+PID_FILE_NAME = "torchserve.pid"  # the process group of the background server, and its config
 
 
 def _pid_file(run_dir: Path) -> Path:
@@ -34,15 +40,8 @@ def _load_running(run_dir: Path) -> TorchServe | None:
         record = json.loads(_pid_file(run_dir).read_text())
     except FileNotFoundError:
         return None
-    server = TorchServe(
-        model_store=record["model_store"],
-        run_dir=run_dir,
-        inference_port=record["inference_port"],
-        management_port=record["management_port"],
-        metrics_port=record["metrics_port"],
-        grpc_ports=tuple(record["grpc_ports"]),
-        token_auth=record["token_auth"],
-    ).attach(record["pgid"])
+    pgid = record.pop("pgid")
+    server = TorchServe(ServerConfig(**record), run_dir).attach(pgid)
     if not server.group_processes():
         _pid_file(run_dir).unlink(missing_ok=True)  # stale: the server is gone
         return None
@@ -69,33 +68,22 @@ def cmd_serve(args) -> int:
               "`python -m deploy stop` first")  # fmt: skip
         return 1
     run_dir.mkdir(parents=True, exist_ok=True)
-    server = TorchServe(
-        model_store=args.model_store,
-        run_dir=run_dir,
-        inference_port=args.inference_port,
-        management_port=args.management_port,
-        metrics_port=args.metrics_port,
-    )
+    config = ServerConfig(model_store=args.model_store, inference_port=args.inference_port,
+                          management_port=args.management_port, metrics_port=args.metrics_port)
+    server = TorchServe(config, run_dir)
     try:
         server.start(timeout=args.timeout)
     except ServeError as exc:
         print(f"TorchServe failed to start:\n{exc}", file=sys.stderr)
         return 1
-    record = {
-        "pgid": server.pid,
-        "model_store": str(server.model_store),
-        "inference_port": server.inference_port,
-        "management_port": server.management_port,
-        "metrics_port": server.metrics_port,
-        "grpc_ports": list(server.grpc_ports),
-        "token_auth": server.token_auth,
-    }
+    record = {"pgid": server.pid, **dataclasses.asdict(config),
+              "model_store": str(config.model_store)}  # fmt: skip
     _pid_file(run_dir).write_text(json.dumps(record, indent=2) + "\n")
     workers = server.workers()
-    print(f"TorchServe is serving lenet (pid {server.pid}, {len(workers)} worker(s))")
+    print(f"TorchServe is serving {MODEL_NAME} (pid {server.pid}, {len(workers)} worker(s))")
     print(f"  predict:    POST {server.predict_url}")
     print(f"  management: {server.management_url}   metrics: {server.metrics_url}/metrics")
-    auth = f"on, keys in {server.key_file}" if server.token_auth else "OFF (LENET_TOKEN_AUTH=off)"
+    auth = f"on, keys in {server.key_file}" if config.token_auth else "OFF (LENET_TOKEN_AUTH=off)"
     print(f"  token auth: {auth}")
     print(f"  logs:       {run_dir / 'logs'}   stop with: make stop")
     return 0
@@ -148,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     a = sub.add_parser("archive", help="build model_store/lenet.mar", formatter_class=fmt)
-    paths = a.add_argument_group("paths")
-    paths.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="TorchScript model")
-    paths.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE, help="output dir")
+    where = a.add_argument_group("paths")
+    where.add_argument("--artifact", type=Path, default=paths.DEFAULT_ARTIFACT,
+                       help="TorchScript model")
+    where.add_argument("--model-store", type=Path, default=paths.model_store(),
+                       help="output dir (env LENET_MODEL_STORE)")
     a.add_argument("--version", help="model version (default: from the artifact's metadata)")
     a.set_defaults(func=cmd_archive)
 
@@ -161,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text, formatter_class=fmt)
         where = p.add_argument_group("where")
-        where.add_argument("--run-dir", type=Path, default=keys.run_dir(),
+        where.add_argument("--run-dir", type=Path, default=paths.run_dir(),
                            help="pid file, key file and logs (env LENET_RUN_DIR)")  # fmt: skip
         if name == "serve":
-            where.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE,
+            where.add_argument("--model-store", type=Path, default=paths.model_store(),
                                help="directory holding lenet.mar")  # fmt: skip
             ports = p.add_argument_group("ports (127.0.0.1)")
             ports.add_argument("--inference-port", type=int, default=8080, help="predictions")

@@ -3,11 +3,11 @@
 The archive holds:
 - `lenet.pt`: the TorchScript model (serialized-file). No model .py: the handler loads the
   scripted graph and never needs a copy of the model class;
-- `lenet_handler.py`: the handler, at the top level where TorchServe imports it;
-- `handler/`: the handler's own modules as a package (normalization, preprocessing, schemas,
-  artifact, request_parsing). TorchServe puts the extracted model dir on the worker's sys.path,
-  so `from handler.preprocessing import ...` resolves inside the archive exactly as it does in the
-  repository; flattening them would break their own `from handler.x import` lines;
+- `lenet_handler.py` at the top level, where TorchServe imports its handler from;
+- `handler/`: the whole `handler` package, as it is in the repository (it holds exactly what
+  serving needs: `handler/__init__.py` says so). TorchServe puts the extracted model dir on the
+  worker's sys.path, so `from handler.preprocessing import ...` resolves inside the archive as
+  it does in the repository;
 - `model-config.yaml`: workers, batching and timeouts (deploy/model-config.yaml).
 
 The archive is built with the real `torch-model-archiver` in a temporary directory and renamed
@@ -25,26 +25,16 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import handler
+from deploy.config import MAR_NAME, MODEL_CONFIG
+from handler import MODEL_NAME
 from handler.artifact import load_torchscript
+from project import paths
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_NAME = "lenet"
-DEFAULT_ARTIFACT = REPO_ROOT / "artifacts" / "lenet.pt"
-DEFAULT_MODEL_STORE = REPO_ROOT / "model_store"
-MODEL_CONFIG = REPO_ROOT / "deploy" / "model-config.yaml"
-HANDLER_DIR = REPO_ROOT / "handler"
+HANDLER_DIR = Path(handler.__file__).resolve().parent
 HANDLER_FILE = HANDLER_DIR / "lenet_handler.py"
-# Every module of `handler/` the handler imports, directly or through another module.
-HANDLER_MODULES = (
-    "__init__.py",
-    "artifact.py",
-    "normalization.py",
-    "preprocessing.py",
-    "request_parsing.py",
-    "schemas.py",
-)
 
 
 class ArchiveError(RuntimeError):
@@ -62,8 +52,8 @@ def archiver_command() -> list[str]:
 
 
 def build_archive(
-    artifact: Path = DEFAULT_ARTIFACT,
-    model_store: Path = DEFAULT_MODEL_STORE,
+    artifact: Path = paths.DEFAULT_ARTIFACT,
+    model_store: Path | None = None,
     model_config: Path = MODEL_CONFIG,
     version: str | None = None,
 ) -> Path:
@@ -71,8 +61,9 @@ def build_archive(
 
     The version defaults to the one recorded in the artifact's embedded metadata.
     """
-    artifact, model_store = Path(artifact).resolve(), Path(model_store).resolve()
-    for path in (artifact, model_config, HANDLER_FILE, *(HANDLER_DIR / m for m in HANDLER_MODULES)):
+    artifact = Path(artifact).resolve()
+    model_store = Path(model_store or paths.model_store()).resolve()
+    for path in (artifact, model_config, HANDLER_FILE):
         if not Path(path).is_file():
             raise ArchiveError(f"cannot build the archive: {path} does not exist")
     _, metadata = load_torchscript(artifact)  # also checks the normalisation it was trained with
@@ -80,14 +71,13 @@ def build_archive(
     if not version:
         raise ArchiveError(f"{artifact} records no version; pass --version")
     model_store.mkdir(parents=True, exist_ok=True)
-    target = model_store / f"{MODEL_NAME}.mar"
+    target = model_store / MAR_NAME
     # The temp dir sits in the model store so the final rename stays on one file system.
     with tempfile.TemporaryDirectory(prefix=".lenet-archive-", dir=model_store) as tmp:
         tmp = Path(tmp)
         extra = tmp / "extra"
-        (extra / "handler").mkdir(parents=True)
-        for module in HANDLER_MODULES:
-            shutil.copy2(HANDLER_DIR / module, extra / "handler" / module)
+        shutil.copytree(HANDLER_DIR, extra / "handler",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
         cmd = [
             *archiver_command(),
             "--model-name", MODEL_NAME,
@@ -101,7 +91,7 @@ def build_archive(
         ]  # fmt: skip
         logger.info("running %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        built = tmp / f"{MODEL_NAME}.mar"
+        built = tmp / MAR_NAME
         if proc.returncode != 0 or not built.is_file():
             raise ArchiveError(
                 f"torch-model-archiver failed (exit {proc.returncode}):\n"

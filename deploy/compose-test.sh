@@ -178,7 +178,7 @@ log "server uid $SERVER_UID, key file mode $KEY_MODE"
 
 # --- 4. HTTP contract smoke ----------------------------------------------------------------------
 t=$SECONDS
-SMOKE=$("$PY" -m deploy.compose_smoke --url "$URL" --digits-dir "$WORK/digits") \
+SMOKE=$("$PY" -m client.smoke --url "$URL" --digits-dir "$WORK/digits") \
     || fail "HTTP contract smoke"
 step_time smoke "$t"
 log "smoke: $SMOKE"
@@ -234,7 +234,7 @@ OLD_TOKEN=$LENET_INFERENCE_TOKEN
 LENET_INFERENCE_TOKEN=$(read_token) || fail "cannot read the new key file"
 [[ "$LENET_INFERENCE_TOKEN" != "$OLD_TOKEN" ]] || log "note: the key did not change on restart"
 rm -rf "$WORK/digits"
-"$PY" -m deploy.compose_smoke --url "$URL" --digits-dir "$WORK/digits" --count 5 >/dev/null \
+"$PY" -m client.smoke --url "$URL" --digits-dir "$WORK/digits" --count 5 >/dev/null \
     || fail "predictions after the restart"
 step_time restart "$t"
 log "restarted (restart count $(docker inspect -f '{{.RestartCount}}' "$CID")) and healthy in ${TIMES[restart]} s"

@@ -1,11 +1,9 @@
 """Render the container's TorchServe config from the environment (run by docker-entrypoint.sh).
 
 The image bakes in no capacity settings: workers, batching and torch threads come from the
-environment at start, the addresses and ports too. This reuses the local launcher's rendering
-(`deploy.launcher.TorchServe`): the committed deploy/config.properties with this run's values
-applied, and, when a model setting is overridden, a per-run copy of lenet.mar whose
-model-config.yaml carries it (TorchServe 0.12.0 lets the archive's model-config.yaml win over
-config.properties' `models=`).
+environment at start, the addresses and ports too. The rendering is the local server's
+(`deploy.config.ServerConfig`): the committed deploy/config.properties with this run's values
+applied, and a per-run copy of lenet.mar when a model setting is overridden.
 
 Environment (unset = the committed default / the value packed into lenet.mar):
   LENET_MODEL_STORE      folder holding lenet.mar                      (/app/model_store)
@@ -25,10 +23,9 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
-from deploy import keys
-from deploy.launcher import TorchServe
+from deploy.config import ServerConfig
+from project import paths
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +52,8 @@ def _int_env(env: dict[str, str], name: str, default: int | None = None) -> int 
     return value
 
 
-def server_from_env(env: dict[str, str]) -> TorchServe:
-    """A launcher `TorchServe` configured from `env` (not started)."""
+def config_from_env(env: dict[str, str]) -> ServerConfig:
+    """The server's configuration from the container environment `env`."""
     bind = env.get("LENET_BIND", "0.0.0.0").strip()
     management_bind = env.get("LENET_MANAGEMENT_BIND", bind).strip()
     ports = {
@@ -72,9 +69,8 @@ def server_from_env(env: dict[str, str]) -> TorchServe:
         "management_address": f"http://{management_bind}:{ports['management']}",
         "metrics_address": f"http://{bind}:{ports['metrics']}",
     }
-    return TorchServe(
+    return ServerConfig(
         model_store=env.get("LENET_MODEL_STORE", DEFAULT_MODEL_STORE),
-        run_dir=keys.run_dir(),
         inference_port=ports["inference"],
         management_port=ports["management"],
         metrics_port=ports["metrics"],
@@ -87,14 +83,6 @@ def server_from_env(env: dict[str, str]) -> TorchServe:
     )
 
 
-def write_config(server: TorchServe) -> Path:
-    """Prepare the served model store and write `config.properties` into the run dir."""
-    server.run_dir.mkdir(parents=True, exist_ok=True)
-    server.served_store = server.prepare_model_store()
-    server.config_path.write_text(server.render_config())
-    return server.config_path
-
-
 def main(argv: list[str] | None = None) -> int:
     """Write the run's config.properties and print its path (for the entrypoint)."""
     parser = argparse.ArgumentParser(
@@ -105,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        server = server_from_env(dict(os.environ))
-        path = write_config(server)
+        config = config_from_env(dict(os.environ))
+        path = config.write(paths.run_dir())
     except Exception as exc:  # the entrypoint must show why it cannot start
         print(f"container_config: cannot prepare TorchServe's config: {exc}", file=sys.stderr)
         return 1
-    overrides = server.model_config_overrides or "none (values packed in lenet.mar)"
+    overrides = config.model_config_overrides or "none (values packed in lenet.mar)"
     print(f"container_config: model overrides: {overrides}", file=sys.stderr)
     if args.print:
         print(path.read_text(), file=sys.stderr)

@@ -5,7 +5,7 @@
 #   1. nvidia-smi works inside the torchserve container (the GPU reservation reached it);
 #   2. the CUDA build of torch sees a device there;
 #   3. the management API's describe says every lenet worker runs with `gpu: true`;
-#   4. real MNIST digits sent through the inference API come back right (deploy/compose_smoke.py
+#   4. real MNIST digits sent through the inference API come back right (client/smoke.py
 #      in a one-off container of the loadtest image, on the compose network).
 #
 # Usage: bash deploy/gpu-smoke.sh        env: COMPOSE (default: docker compose, else
@@ -60,6 +60,6 @@ TOKEN=$(compose exec -T torchserve python -c \
     "from deploy.keys import inference_token; print(inference_token() or '')")
 LENET_INFERENCE_TOKEN="$TOKEN" compose --profile loadtest run --rm --no-deps -T \
     -e LENET_INFERENCE_TOKEN --entrypoint python locust-pool \
-    -m deploy.compose_smoke --url http://torchserve:8080 --digits-dir /tmp/digits --count 20 \
+    -m client.smoke --url http://torchserve:8080 --digits-dir /tmp/digits --count 20 \
     || fail "predictions through the GPU server are wrong or refused"
 log "PASSED: GPU visible, workers on the GPU, predictions right"

@@ -21,8 +21,7 @@ import urllib.error
 import urllib.request
 
 from deploy.keys import auth_headers, inference_token, management_token
-
-MODEL_NAME = "lenet"
+from handler import MODEL_NAME
 
 
 def _get_json(url: str, token: str | None):

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from project import paths
+
 KEY_FILE_NAME = "key_file.json"
 
 # How TorchServe 0.12.0 (the final release) refuses a missing, wrong or wrong-kind key: HTTP 400
@@ -28,14 +30,9 @@ TOKEN_REFUSED_STATUS = 400
 TOKEN_REFUSED_TYPE = "InvalidKeyException"
 
 
-def run_dir() -> Path:
-    """The launcher's working directory: pid file, logs, key file."""
-    return Path(os.environ.get("LENET_RUN_DIR", REPO_ROOT / ".run")).resolve()
-
-
 def key_file() -> Path:
     """The key file TorchServe wrote (or `LENET_KEY_FILE`)."""
-    return Path(os.environ.get("LENET_KEY_FILE", run_dir() / KEY_FILE_NAME))
+    return Path(os.environ.get("LENET_KEY_FILE", paths.run_dir() / KEY_FILE_NAME))
 
 
 def token_auth_enabled() -> bool:
@@ -43,7 +40,8 @@ def token_auth_enabled() -> bool:
     return os.environ.get("LENET_TOKEN_AUTH", "on").strip().lower() not in {"off", "0", "false"}
 
 
-def _read_key(kind: str, path: Path | None) -> str | None:
+def read_key(kind: str, path: Path | None) -> str | None:
+    """The `kind` ("inference"/"management") key in a key file, or None when none is written yet."""
     path = Path(path) if path else key_file()
     try:
         text = path.read_text()
@@ -70,16 +68,31 @@ def inference_token(path: Path | None = None) -> str | None:
     """The inference key, or None when token auth is off or no key is known yet."""
     if not token_auth_enabled():
         return None
-    return os.environ.get("LENET_INFERENCE_TOKEN") or _read_key("inference", path)
+    return os.environ.get("LENET_INFERENCE_TOKEN") or read_key("inference", path)
 
 
 def management_token(path: Path | None = None) -> str | None:
     """The management key, or None when token auth is off or no key is known yet."""
     if not token_auth_enabled():
         return None
-    return os.environ.get("LENET_MANAGEMENT_TOKEN") or _read_key("management", path)
+    return os.environ.get("LENET_MANAGEMENT_TOKEN") or read_key("management", path)
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
     """`Authorization: Bearer <token>` when there is a token, else nothing."""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def main() -> int:
+    """`python3 -m deploy.keys`: print the inference key (stdlib only, for curl one-liners)."""
+    token = inference_token()
+    if token is None:
+        print("no inference key: is the server running (make serve), or token auth off?",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(token)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -50,11 +50,11 @@ class ImageInput:
 
 @dataclass
 class ParsedRequest:
-    """One request of a batch: its images, the rows they fill in the batch tensor, or a failure."""
+    """One request of a TorchServe batch: the names of its images, where their answers start in
+    the batch's flat list of images, or why the whole request is unusable."""
 
-    images: list[ImageInput] = field(default_factory=list)
-    rows: list[int | None] = field(default_factory=list)  # row in the tensor, None = bad image
-    errors: list[str | None] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    first: int = 0
     failure: object | None = None  # the handler's ErrorResponse for the whole request
 
 

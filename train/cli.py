@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handler import normalization
+from handler import MODEL_NAME, normalization
+from handler.predictor import choose_device
+from project import paths
 from train import export, plots
 from train.loop import FitConfig, evaluate, fit
 from train.mnist import (
@@ -34,12 +36,10 @@ from train.model import VARIANTS, LeNet5, count_parameters, summary
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "artifacts"
+DEFAULT_OUT = paths.ARTIFACTS_DIR
 VALIDATION_SIZE = 5_000
 QUICK_TRAIN_SIZE = 8_000  # --quick: enough for > 90 % test accuracy in a few seconds
 QUICK_EPOCHS = 2
-MODEL_NAME = "lenet"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -137,13 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when available; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 `(N, 28, 28)` -> normalised float32 `(N, 1, 28, 28)` via the shared normalize."""
     return torch.from_numpy(normalization.normalize(images)).unsqueeze(1)
@@ -179,7 +172,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    device = resolve_device(args.device)
+    device = choose_device(args.device)
     epochs = (
         args.epochs
         if args.epochs is not None

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from handler.artifact import METADATA_NAME
+from project.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 ONNX_OPSET = 18
 
 

@@ -1,15 +1,14 @@
 """HTTP contract smoke through the compose stack (run by deploy/compose-test.sh, on the host).
 
-`python -m deploy.compose_smoke --url http://127.0.0.1:PORT --digits-dir DIR` with the inference
+`python -m client.smoke --url http://127.0.0.1:PORT --digits-dir DIR` with the inference
 key in $LENET_INFERENCE_TOKEN (read from the container's key file by the script, never printed):
 
 - real MNIST test digits, ones the local model (artifacts/lenet.pt) classifies correctly
   through the server's own preprocessing, are sent as PNG and must come back as that digit with
   a valid `Prediction` body; the PNGs are also written to DIR/<label>/ for the batch step;
 - a body that is not an image must answer 400 with the `ErrorResponse` contract;
-- a request without the key must be refused by TorchServe's token check. TorchServe 0.12.0
-  answers that with HTTP 400 `{"type": "InvalidKeyException"}`, not 401 (its token handler maps
-  the exception to BAD_REQUEST; tests/test_security.py pins the same): the type proves that it was
+- a request without the key must be refused by TorchServe's token check, in the way
+  `deploy.keys.TOKEN_REFUSED_STATUS`/`TOKEN_REFUSED_TYPE` describe: the type proves that it was
   the key check that refused, not the image.
 Prints one JSON line; exits 1 on the first broken expectation, with what and where.
 """
@@ -26,10 +25,11 @@ from pathlib import Path
 import requests
 
 from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE, auth_headers
+from handler import MODEL_NAME
+from handler.predictor import Predictor
 from handler.schemas import ErrorResponse, Prediction
-from loadtests.pool import build_pool
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from project import paths
+from samples.digits import answered_correctly, mnist_test_pngs
 
 
 class SmokeFailure(AssertionError):
@@ -43,15 +43,15 @@ def _expect(condition: bool, message: str) -> None:
 
 def run(url: str, token: str, digits_dir: Path, count: int, model: Path) -> dict:
     """Run the three checks against `url`; returns counts and timings."""
-    pool = build_pool(model, size=count, seed=7)
-    predict = f"{url.rstrip('/')}/predictions/lenet"
+    pool = answered_correctly(Predictor.load(model, "cpu"), mnist_test_pngs(seed=7), limit=count)
+    predict = f"{url.rstrip('/')}/predictions/{MODEL_NAME}"
     session = requests.Session()
     headers = {**auth_headers(token), "Content-Type": "image/png"}
     started = time.perf_counter()
-    for i, (png, label) in enumerate(zip(pool.pngs, pool.labels, strict=True)):
+    for i, (png, label) in enumerate(zip(pool.images, pool.labels, strict=True)):
         folder = digits_dir / str(label)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"mnist-test-{pool.mnist_indices[i]}.png").write_bytes(png)
+        (folder / f"mnist-test-{pool.indices[i]}.png").write_bytes(png)
         resp = session.post(predict, data=png, headers=headers, timeout=30)
         _expect(resp.status_code == 200, f"digit #{i}: HTTP {resp.status_code} from {predict}")
         answer = Prediction.model_validate_json(resp.content)
@@ -63,7 +63,7 @@ def run(url: str, token: str, digits_dir: Path, count: int, model: Path) -> dict
     ErrorResponse.model_validate_json(resp.content)
 
     resp = session.post(
-        predict, data=pool.pngs[0], headers={"Content-Type": "image/png"}, timeout=30
+        predict, data=pool.images[0], headers={"Content-Type": "image/png"}, timeout=30
     )
     _expect(
         resp.status_code == TOKEN_REFUSED_STATUS,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         type=Path,
-        default=REPO_ROOT / "artifacts" / "lenet.pt",
+        default=paths.default_model(),
         help="local TorchScript model that picks digits it gets right",
     )
     args = parser.parse_args(argv)
