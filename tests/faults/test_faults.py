@@ -202,35 +202,42 @@ def test_worker_sigkill_under_load(fault_server, pool, tmp_path, batch_cli):
         user_classes=["SingleImageUser"], reset_stats=False,
         extra_args=["--slo-max-failure-ratio=1", "--slo-p99-ms=1000000"],
     )  # fmt: skip
-    outcome: dict = {}
-    locust = threading.Thread(
-        target=lambda: outcome.update(
-            result=run_locust(spec, tmp_path / "locust", pool_path, fault_server.key_file)
-        ),
-        daemon=True,
-    )
-    locust.start()
-    batch = None
+    fault: dict = {}
+
+    def inject() -> None:
+        # Kill while both clients are busy. The kill follows their progress, not a clock:
+        # Locust must have reported traffic, and the batch job (started only then, since on an
+        # idle machine it scores 6,000 images in a few seconds) must be past 10 % of its images.
+        batch = None
+        try:
+            wait_locust_traffic(tmp_path / "locust", timeout=120)
+            batch = batch_cli.start(*http_job(tmp_path / "images", output, fault_server),
+                                    log=tmp_path / "batch.log", server=fault_server)  # fmt: skip
+            wait_rows(batch, output, len(labels) // 10)
+            fault["victim"] = victim = next(iter(before.values()))
+            assert batch.poll() is None, "the batch job finished before the fault"
+            os.kill(victim, signal.SIGKILL)
+            fault["killed_at_rows"] = data_rows(output)
+            fault["recovery_s"] = wait_recovered(fault_server, victim, len(before))
+            fault["batch_exit"] = batch.wait(timeout=600)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread below
+            fault["error"] = exc
+        finally:
+            if batch is not None:
+                batch_cli.kill(batch)
+
+    # Locust runs in this (the main) thread: it installs signal handlers when imported.
+    injector = threading.Thread(target=inject, daemon=True)
+    injector.start()
     try:
-        # Kill while both clients are busy. The kill follows their progress, not a clock: Locust
-        # must have reported traffic, and the batch job (started only then, since on an idle
-        # machine it scores 6,000 images in a few seconds) must be past 10 % of its images.
-        wait_locust_traffic(tmp_path / "locust", timeout=120)
-        batch = batch_cli.start(*http_job(tmp_path / "images", output, fault_server),
-                                log=tmp_path / "batch.log", server=fault_server)  # fmt: skip
-        wait_rows(batch, output, len(labels) // 10)
-        victim = next(iter(before.values()))
-        assert batch.poll() is None, "the batch job finished before the fault"
-        os.kill(victim, signal.SIGKILL)
-        killed_at_rows = data_rows(output)
-        recovery_s = wait_recovered(fault_server, victim, expected_workers=len(before))
-        batch_exit = batch.wait(timeout=600)
+        result = run_locust(spec, tmp_path / "locust", pool_path, fault_server.key_file)
     finally:
-        if batch is not None:
-            batch_cli.kill(batch)
-        locust.join(timeout=300)
+        injector.join(timeout=900)
+    if "error" in fault:
+        raise fault["error"]
+    victim, killed_at_rows, recovery_s, batch_exit = (
+        fault["victim"], fault["killed_at_rows"], fault["recovery_s"], fault["batch_exit"])
     assert batch_exit == 0, (tmp_path / "batch.log").read_text()[-2000:]
-    result = outcome["result"]
     counted = tally(output, labels)
     predict_ok(fault_server, pool)
     after = fault_server.worker_pids()

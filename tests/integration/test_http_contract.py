@@ -74,7 +74,8 @@ def served_model(server) -> dict:
 
 
 # Authorisation (no key, wrong key, management key) and the disabled model API are checked in
-# tests/test_security.py against the same session server.
+# tests/integration/test_security.py against the same session server; that the worker runs the
+# archive's own handler code, in tests/integration/test_server.py.
 
 
 def test_every_answer_names_the_served_model_version(torchserve, digits):
@@ -85,16 +86,6 @@ def test_every_answer_names_the_served_model_version(torchserve, digits):
         assert resp.status_code in (200, 400), resp.text
         assert resp.headers[MODEL_NAME_HEADER] == MODEL_NAME
         assert resp.headers[MODEL_VERSION_HEADER] == model["modelVersion"] != ""
-
-
-def test_handler_modules_come_from_the_archive(torchserve):
-    """The worker imported `handler.*` from the extracted .mar, not from the repository."""
-    lines = [ln for ln in torchserve.console_log.read_text().splitlines()
-             if "preprocessing from" in ln]  # fmt: skip
-    assert lines, "the handler did not log where its modules came from"
-    path = lines[-1].rsplit("preprocessing from ", 1)[1].strip()
-    assert path.startswith(str(torchserve.run_dir / "tmp" / "models")), path
-    assert path.endswith("/handler/preprocessing.py")
 
 
 # --- input formats ----------------------------------------------------------------------------
