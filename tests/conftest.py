@@ -64,6 +64,7 @@ SERVER_FIXTURES = {"torchserve", "torchserve_factory"}
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
+    """Mark every test by its tier folder; refuse a server test outside the server tiers."""
     misplaced = []
     for item in items:
         try:

@@ -13,7 +13,6 @@ tests/integration/test_security.py).
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -72,7 +71,6 @@ def build_context(root: Path, files: list[str], dockerignore: Path = DOCKERIGNOR
     for rel in files:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
-    shutil.copy(dockerignore, root / ".dockerignore")
     # Read as `docker build` reads the file (docker-py's APIClient.build does the same).
     lines = [line.strip() for line in dockerignore.read_text().splitlines()]
     patterns = [line for line in lines if line and not line.startswith("#")]
