@@ -84,7 +84,7 @@ compose-test: model_store/lenet.mar
 	bash deploy/compose-test.sh
 
 faults: model_store/lenet.mar
-	$(PY) -m pytest -m faults tests/test_faults.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 soak: model_store/lenet.mar
 	$(PY) -m loadtests soak --duration $(DURATION)

@@ -53,9 +53,11 @@ class LenetHandler(BaseHandler):
         threads = torch_threads(handler_config.get("torch_threads"))
         if threads > 0:
             torch.set_num_threads(threads)
+        # The device TorchServe assigned: a GPU index, or none at all, which means the CPU
+        # even when CUDA is present (TorchServe did not give this worker a GPU).
         gpu_id = props.get("gpu_id")
         model_path = os.path.join(props["model_dir"], self.manifest["model"]["serializedFile"])
-        self.predictor = Predictor.load(model_path, device=None if gpu_id is None else int(gpu_id))
+        self.predictor = Predictor.load(model_path, "cpu" if gpu_id is None else int(gpu_id))
         # The archive's name and version (torch-model-archiver --version, from the metadata).
         self.model_name = str(self.manifest["model"].get("modelName") or MODEL_NAME)
         self.model_version = str(self.manifest["model"].get("modelVersion")
