@@ -1,17 +1,20 @@
-"""Load tests, tuning and the side-by-side benchmark for the LeNet-5 TorchServe endpoint.
+"""Load tests of the LeNet-5 endpoint (`python -m loadtests`): `locustfile.py`, `shapes.py` and
+`slo.py` are what Locust runs, with its settings in `locust.conf`; `pool.py` the digits it sends;
+`runner.py` (+ `charts.py`) one run and its figures; `tune.py`, `bench.py`, `soak.py` the jobs."""
 
-- `locustfile.py`: Locust users that send real MNIST digits and check every answer.
-- `slo.py`: the SLO gate (failure ratio, p99) that decides a run's exit code.
-- `runner.py`: `python -m loadtests run`, a headless Locust run with CSV/HTML/JSON and a chart.
-- `tune.py`: `python -m loadtests tune`, the batch/worker/thread sweep.
-- `bench.py`: `python -m loadtests bench`, in-process ceiling vs stock vs tuned TorchServe.
-"""
-
+from dataclasses import field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
-RESULTS_DIR = PACKAGE_DIR / "results"
 LOCUSTFILE = PACKAGE_DIR / "locustfile.py"
 SHAPES_FILE = PACKAGE_DIR / "shapes.py"
 LOCUST_CONF = PACKAGE_DIR / "locust.conf"
+
+
+def option(default, help: str, *flags: str):
+    """A dataclass field that `python -m loadtests` offers as an option: `--<field-name>` (or
+    `flags`), this help text, the field's type and default."""
+    metadata = {"help": help, "flags": flags}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)

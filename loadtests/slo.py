@@ -1,12 +1,9 @@
-"""The SLO gate: a Locust run fails (non-zero exit) when its answers are too often wrong or slow.
+"""The SLO gate: a Locust run exits 3 when its answers are too often wrong or too slow.
 
-The bounds are configuration, not code: `slo-max-failure-ratio` and `slo-p99-ms` are custom
-Locust options whose values live in `loadtests/locust.conf` (and can be overridden on the command
-line or with `LOCUST_SLO_P99_MS`-style environment variables). A bound that is not configured fails
-the run: a gate that silently passes is worse than none.
-
-The check runs on Locust's `quitting` event in the process that owns the aggregated statistics
-(the master, or the single local process) and sets `environment.process_exit_code`.
+The bounds live in `loadtests/locust.conf` (the command line may override them); one that is not
+configured fails the run, as a gate that silently passes is worse than none. The check runs on
+Locust's `quitting` event where the aggregated statistics are (the master, or the only process),
+sets `environment.process_exit_code` and writes the verdict as JSON to `--slo-verdict-file`.
 """
 
 from __future__ import annotations
@@ -14,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-SLO_EXIT_CODE = 3  # distinct from Locust's own 1 (errors) and 2 (unhandled exceptions)
+SLO_EXIT_CODE = 3  # distinct from Locust's own 1 (failures) and 2 (unhandled exceptions)
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class SloBounds:
 
     max_failure_ratio: float | None
     p99_ms: float | None
-    min_requests: int = 1
+    min_requests: int | None = None
 
 
 @dataclass
@@ -41,91 +39,54 @@ class SloVerdict:
     bounds: SloBounds
     violations: list[str] = field(default_factory=list)
 
-    def to_json(self) -> str:
-        """The verdict as one JSON line (logged by the gate, parsed by the runner)."""
-        return json.dumps({"slo": asdict(self)}, sort_keys=True)
-
 
 def evaluate(requests: int, failures: int, p99_ms: float, bounds: SloBounds) -> SloVerdict:
     """Compare a run's totals with the bounds; every violated bound is listed."""
-    ratio = failures / requests if requests else 0.0
-    violations = []
-    if bounds.max_failure_ratio is None:
-        violations.append("slo-max-failure-ratio is not configured")
-    elif ratio > bounds.max_failure_ratio:
-        violations.append(
-            f"failure ratio {ratio:.4%} ({failures}/{requests}) exceeds "
-            f"{bounds.max_failure_ratio:.4%}"
-        )
-    if bounds.p99_ms is None:
-        violations.append("slo-p99-ms is not configured")
-    elif p99_ms > bounds.p99_ms:
-        violations.append(f"p99 {p99_ms:.1f} ms exceeds {bounds.p99_ms:g} ms")
-    if requests < bounds.min_requests:
-        violations.append(f"only {requests} requests, fewer than the {bounds.min_requests} needed")
-    return SloVerdict(
-        passed=not violations,
-        requests=requests,
-        failures=failures,
-        failure_ratio=ratio,
-        p99_ms=float(p99_ms),
-        bounds=bounds,
-        violations=violations,
-    )
+    ratio, violations = failures / requests if requests else 0.0, []
+    for name, value, bound in (("failure ratio", ratio, bounds.max_failure_ratio),
+                               ("p99 ms", p99_ms, bounds.p99_ms)):  # fmt: skip
+        if bound is None:
+            violations.append(f"the {name} bound is not configured")
+        elif value > bound:
+            violations.append(f"{name} {value:g} exceeds {bound:g}")
+    if requests < (bounds.min_requests or 1):
+        violations.append(f"only {requests} requests, fewer than {bounds.min_requests or 1}")
+    return SloVerdict(not violations, requests, failures, ratio, float(p99_ms), bounds, violations)
 
 
 def add_arguments(parser) -> None:
-    """Register the SLO options on Locust's argument parser (values come from locust.conf)."""
+    """The gate's options on Locust's parser; their values live in locust.conf."""
     group = parser.add_argument_group("SLO gate (values in loadtests/locust.conf)")
-    group.add_argument(
-        "--slo-max-failure-ratio",
-        type=float,
-        default=None,
-        help="Fail the run when failures/requests exceeds this (0.001 = 0.1 %%).",
-    )
-    group.add_argument(
-        "--slo-p99-ms",
-        type=float,
-        default=None,
-        help="Fail the run when the aggregated p99 response time exceeds this many ms.",
-    )
-    group.add_argument(
-        "--slo-min-requests",
-        type=int,
-        default=1,
-        help="Fail the run when it made fewer requests than this.",
-    )
+    group.add_argument("--slo-max-failure-ratio", type=float,
+                       help="Fail the run when failures/requests exceeds this (0.001 = 0.1 %%).")
+    group.add_argument("--slo-p99-ms", type=float, help="Fail the run above this aggregated p99.")
+    group.add_argument("--slo-min-requests", type=int, help="Fail a run with fewer requests.")
+    group.add_argument("--slo-verdict-file", help="Write the verdict here as JSON.")
 
 
 def bounds_from_options(options) -> SloBounds:
     """The bounds from Locust's parsed options."""
-    return SloBounds(
-        max_failure_ratio=getattr(options, "slo_max_failure_ratio", None),
-        p99_ms=getattr(options, "slo_p99_ms", None),
-        min_requests=getattr(options, "slo_min_requests", 1) or 1,
-    )
+    return SloBounds(options.slo_max_failure_ratio, options.slo_p99_ms, options.slo_min_requests)
 
 
 def gate(environment) -> SloVerdict | None:
-    """Check the run and set `environment.process_exit_code`; None on a worker process."""
+    """Check the run, set `environment.process_exit_code`, write the verdict file; None on a
+    worker process (workers hold partial statistics; the master decides)."""
     from locust.runners import WorkerRunner
 
     if isinstance(environment.runner, WorkerRunner):
-        return None  # workers hold partial stats; the master decides
-    total = environment.stats.total
-    verdict = evaluate(
-        requests=total.num_requests,
-        failures=total.num_failures,
-        p99_ms=total.get_response_time_percentile(0.99) or 0.0,
-        bounds=bounds_from_options(environment.parsed_options),
-    )
+        return None
+    total, options = environment.stats.total, environment.parsed_options
+    verdict = evaluate(total.num_requests, total.num_failures,
+                       total.get_response_time_percentile(0.99) or 0.0,
+                       bounds_from_options(options))  # fmt: skip
     # 0 on a pass on purpose: failures within the tolerated ratio must not fail the run
-    # (Locust's default is exit 1 on any failure).
+    # (Locust's own default is exit 1 on any failure).
     environment.process_exit_code = 0 if verdict.passed else SLO_EXIT_CODE
-    if verdict.passed:
-        logger.info("SLO gate passed: %s", verdict.to_json())
-    else:
-        logger.error("SLO gate FAILED: %s; %s", "; ".join(verdict.violations), verdict.to_json())
+    logger.log(logging.INFO if verdict.passed else logging.ERROR, "SLO gate %s",
+               "passed" if verdict.passed else "FAILED: " + "; ".join(verdict.violations))
+    if options.slo_verdict_file:
+        Path(options.slo_verdict_file).write_text(json.dumps(asdict(verdict), indent=2) + "\n")
     return verdict
 
 

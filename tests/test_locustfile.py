@@ -1,18 +1,22 @@
-"""Unit tests of the load-test pieces that need no server: traffic mix, request bodies, pool,
-SLO gate (on real Locust statistics and the real locust.conf), step shape, result parsing."""
+"""Unit tests of the load-test pieces that need no server: traffic mix, settings from locust.conf,
+pool, SLO gate (on real Locust statistics), step shape, result parsing, soak memory gate."""
 
 from __future__ import annotations
 
-import email.parser
 import io
+import json
 import os
 import random
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import numpy as np
 import pytest
+
+from project.paths import REPO_ROOT
+from samples.digits import encode_png
 
 # `import locust` monkey-patches the whole process with gevent (sockets, threads, ssl) unless told
 # not to. In a shared pytest session that breaks the other tests (and an ssl module imported
@@ -25,10 +29,13 @@ try:
     from locust import events as locust_events
     from locust.argument_parser import get_parser
     from locust.env import Environment
+    from locust.util.timespan import parse_timespan
 
-    from loadtests import LOCUST_CONF, LOCUSTFILE, REPO_ROOT, charts, runner, slo
+    from loadtests import LOCUST_CONF, LOCUSTFILE, charts, runner, slo, soak
+    from loadtests import __main__ as cli
     from loadtests import locustfile as lf
-    from loadtests.pool import ImagePool, encode_png
+    from loadtests.bench import constant_rate_users
+    from loadtests.pool import ImagePool
     from loadtests.shapes import StepLoadShape
 finally:
     if _saved is None:
@@ -40,23 +47,23 @@ finally:
 def tiny_pool(n: int = 12) -> ImagePool:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = [i % 10 for i in range(n)]
-    return ImagePool([encode_png(img) for img in images], labels, list(range(n)))
+    return ImagePool([encode_png(img) for img in images], [i % 10 for i in range(n)],
+                     list(range(n)))  # fmt: skip
+
+
+def locust_options(*args: str):
+    """Locust's own parser, with the project's options (locustfile, SLO gate), on `args`."""
+    return get_parser().parse_args(list(args))
 
 
 def config_options(*extra: str):
-    """Locust's own parser plus the project's options, reading the real locust.conf."""
-    parser = get_parser()
-    locust_events.init_command_line_parser.fire(parser=parser)
-    return parser.parse_args(["--config", str(LOCUST_CONF), *extra])
+    """The options of a run that loads the real locust.conf."""
+    return locust_options("--config", str(LOCUST_CONF), *extra)
 
 
 def test_every_user_class_takes_its_weight_from_the_one_mix_table():
-    concrete = {
-        name: cls
-        for name, cls in vars(lf).items()
-        if isinstance(cls, type) and issubclass(cls, lf.FastHttpUser) and not cls.abstract
-    }
+    concrete = {name: cls for name, cls in vars(lf).items()
+                if isinstance(cls, type) and issubclass(cls, lf.FastHttpUser) and not cls.abstract}
     assert set(concrete) == set(lf.USER_WEIGHTS) | {"BadInputUser"}
     for name, weight in lf.USER_WEIGHTS.items():
         assert concrete[name].weight == weight
@@ -76,17 +83,41 @@ def test_locust_loads_the_file_with_the_config_and_lists_the_users():
     assert set(out.stdout.split()) >= set(lf.USER_WEIGHTS) | {"BadInputUser"}
 
 
-def test_multipart_body_carries_each_image_under_its_own_field_name():
-    pool = tiny_pool(4)
-    body = lf.multipart_body(pool.pngs, "b0undary")
-    message = email.parser.BytesParser().parsebytes(
-        b"Content-Type: multipart/form-data; boundary=b0undary\r\n\r\n" + body
-    )
-    parts = message.get_payload()
-    assert [p.get_param("name", header="content-disposition") for p in parts] == [
-        "image0", "image1", "image2", "image3",
-    ]  # fmt: skip
-    assert [p.get_payload(decode=True) for p in parts] == pool.pngs
+@pytest.mark.parametrize(
+    ("cli_args", "users", "spawn_rate", "run_time"),
+    [([], 16, 16.0, "30s"), (["-u", "4", "-r", "2", "-t", "5s"], 4, 2.0, "5s")],
+)  # fmt: skip
+def test_run_takes_locust_conf_values_unless_the_command_line_sets_them(
+    tmp_path, cli_args, users, spawn_rate, run_time
+):
+    """`python -m loadtests run` without flags runs what locust.conf says; flags override it."""
+    spec = cli.picked(runner.LoadSpec, cli.build_parser().parse_args(["run", *cli_args]))
+    cmd = runner.locust_command(spec, tmp_path, tmp_path / "pool.json")
+    assert ("-u" in cmd) == bool(cli_args)
+    options = locust_options(*cmd[cmd.index("-f"):])
+    assert (options.num_users, options.spawn_rate) == (users, spawn_rate)
+    assert options.run_time == parse_timespan(run_time)
+    # the runner's own time budget and ramp-up window read the same values
+    assert (int(spec.setting("users")), spec.setting("run_time")) == (users, run_time)
+    assert options.rps_per_user == 0.0 and options.slo_p99_ms == 500.0
+
+
+def test_run_passes_user_classes_and_extra_locust_options_through(tmp_path):
+    args = ["run", "--user-class", "SingleImageUser", "--user-class", "MultipartUser",
+            "--locust-arg=--slo-p99-ms=50", "--locust-arg=--rps-per-user=2"]
+    spec = cli.picked(runner.LoadSpec, cli.build_parser().parse_args(args))
+    options = locust_options(*runner.locust_command(spec, tmp_path, tmp_path / "p.json")[3:])
+    assert options.user_classes == ["SingleImageUser", "MultipartUser"]
+    assert (options.slo_p99_ms, options.rps_per_user) == (50.0, 2.0)
+
+
+def test_the_locustfile_refuses_to_run_without_locust_conf(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-t", "1s",
+         "-H", "http://127.0.0.1:9", "--pool", str(tiny_pool().save(tmp_path / "p.json"))],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode != 0 and "locust.conf" in out.stderr + out.stdout
 
 
 def test_bad_inputs_are_really_not_decodable_images():
@@ -100,20 +131,15 @@ def test_bad_inputs_are_really_not_decodable_images():
             assert b"image" in body, name
 
 
-def test_pool_round_trips_through_its_npz_file(tmp_path):
+def test_pool_round_trips_through_its_json_file(tmp_path):
     pool = tiny_pool()
-    loaded = ImagePool.load(pool.save(tmp_path / "pool.npz"))
+    path = pool.save(tmp_path / "pool.json")
+    assert json.loads(path.read_text())["labels"] == pool.labels  # plain JSON, no pickle
+    loaded = ImagePool.load(path)
     assert loaded.pngs == pool.pngs and loaded.labels == pool.labels
     assert loaded.b64 == pool.b64
     picks = loaded.pick(random.Random(1), 8)
     assert len(set(picks)) == 8  # distinct images within one multi-image request
-
-
-def test_encode_png_keeps_every_pixel():
-    from PIL import Image
-
-    img = np.arange(28 * 28, dtype=np.uint32).reshape(28, 28).astype(np.uint8)
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(img)))), img)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +149,7 @@ def test_encode_png_keeps_every_pixel():
 )  # fmt: skip
 def test_slo_bounds_come_from_locust_conf(requests, failures, p99, passed):
     bounds = slo.bounds_from_options(config_options())
-    assert (bounds.max_failure_ratio, bounds.p99_ms) == (0.001, 500.0)
+    assert (bounds.max_failure_ratio, bounds.p99_ms, bounds.min_requests) == (0.001, 500.0, 100)
     assert slo.evaluate(requests, failures, p99, bounds).passed is passed
 
 
@@ -142,10 +168,14 @@ def _environment_with(response_times_ms: list[int], failures: int, *extra: str) 
     return env
 
 
-def test_gate_sets_a_failing_exit_code_on_real_locust_stats():
-    env = _environment_with([5] * 990 + [900] * 10, 0)  # p99 900 ms > 500 ms in locust.conf
-    verdict = slo.gate(env)
+def test_gate_fails_a_slow_run_and_writes_its_verdict_file(tmp_path):
+    verdict_file = tmp_path / "slo.json"
+    env = _environment_with([5] * 990 + [900] * 10, 0, "--slo-verdict-file", str(verdict_file))
+    verdict = slo.gate(env)  # p99 900 ms > 500 ms in locust.conf
     assert not verdict.passed and env.process_exit_code == slo.SLO_EXIT_CODE
+    written = json.loads(verdict_file.read_text())
+    assert written["passed"] is False and written["p99_ms"] == verdict.p99_ms
+    assert written["violations"] == verdict.violations and "p99" in written["violations"][0]
 
 
 def test_gate_passes_tolerated_failures_with_exit_code_zero():
@@ -179,13 +209,9 @@ def test_step_shape_adds_users_per_step_then_stops():
     assert [tk[0] if tk else None for tk in ticks] == [4, 4, 8, 10, None]
 
 
-def test_images_per_request_name_and_durations():
-    assert [runner.images_in(n) for n in ("single", "json x8", "multipart x4", "bad: x")] == [
-        1, 8, 4, 0,
-    ]  # fmt: skip
-    assert runner.parse_duration("1m30s") == 90 and runner.parse_duration("15") == 15
-    with pytest.raises(ValueError):
-        runner.parse_duration("ten seconds")
+def test_images_per_request_name():
+    names = ("single", "json x8", "multipart x4", "bad: truncated PNG")
+    assert [runner.images_in(n) for n in names] == [1, 8, 4, 0]
 
 
 def test_saturation_point_is_where_more_users_stop_adding_throughput(tmp_path):
@@ -205,9 +231,7 @@ def test_saturation_point_is_where_more_users_stop_adding_throughput(tmp_path):
 
 def test_server_side_latency_comes_from_the_new_access_log_lines_of_the_window(tmp_path):
     """TorchServe's own timing of the measured requests: appended lines only, POSTs only, from
-    the end of the ramp-up on; the percentile is nearest-rank, like Locust's."""
-    from datetime import datetime
-
+    the end of the ramp-up on."""
     log = tmp_path / "access_log.log"
     old = '2026-11-24T13:50:00,000 - /127.0.0.1:1 "POST /predictions/lenet HTTP/1.1" 200 900\n'
     log.write_text(old)
@@ -221,9 +245,8 @@ def test_server_side_latency_comes_from_the_new_access_log_lines_of_the_window(t
     ]  # fmt: skip
     with open(log, "a") as f:
         f.write("\n".join(lines) + "\n")
-    got = runner.access_log_latencies(log, offset, datetime(2026, 11, 24, 13, 53, 16))
-    assert sorted(got) == list(range(500, 600))
-    assert runner.percentile(got, 50) == 549 and runner.percentile(got, 99) == 598
+    p50, p99 = runner.server_latency(log, offset, datetime(2026, 11, 24, 13, 53, 16))
+    assert p50 == pytest.approx(549.5) and p99 == pytest.approx(598.0, abs=0.1)
 
 
 def test_paced_users_keep_their_own_schedule_after_a_late_wake_up():
@@ -247,8 +270,18 @@ def test_paced_users_keep_their_own_schedule_after_a_late_wake_up():
 
 @pytest.mark.parametrize("rate, bound_ms", [(1016.0, 25.0), (50.0, 25.0), (3000.0, 10.0)])
 def test_constant_rate_run_has_users_enough_to_wait_out_the_latency_bound(rate, bound_ms):
-    from loadtests.bench import constant_rate_users
-
     users = constant_rate_users(rate, bound_ms)
     assert users / rate >= bound_ms / 1000  # each user's period covers a request at the bound
     assert users >= 4 and (users - 1) / rate < bound_ms / 1000 or users == 4  # and no more
+
+
+def test_soak_memory_gate_compares_steady_medians_and_counts_restarted_workers():
+    """RSS after the warm-up against the end, by median (one GC spike does not move it); a
+    worker pid that shows up later is a restart, not a process to compare."""
+    samples = [(float(t), (100.0 if t < 30 else 200.0, {7: 50.0 + (t >= 400) * 10}))
+               for t in range(0, 600, 5)]  # fmt: skip
+    samples[-3] = (samples[-3][0], (900.0, samples[-3][1][1]))  # a spike in the last minute
+    samples[-1] = (samples[-1][0], (200.0, {7: 60.0, 8: 40.0}))  # worker 8 appears
+    growth = {g["process"]: g["growth"] for g in soak.rss_growth(samples, warmup_s=60.0)}
+    assert growth == {"frontend": pytest.approx(0.0), "worker 7": pytest.approx(0.2)}
+    assert soak.worker_restarts(samples) == 1 and soak.worker_restarts(samples[:-1]) == 0
