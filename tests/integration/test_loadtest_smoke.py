@@ -15,7 +15,7 @@ from loadtests import slo
 from loadtests.pool import ImagePool, ensure_pool
 from loadtests.runner import LoadSpec, run_locust
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
