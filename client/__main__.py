@@ -97,18 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="send one real MNIST test digit", formatter_class=fmt)
     data = d.add_argument_group("data")
-    data.add_argument(
-        "--data-dir",
-        default=None,
-        help="MNIST IDX files (default: $MNIST_DIR, else the download cache)",
-    )
+    data.add_argument("--data-dir", default=None,
+                      help="MNIST IDX files (default: $MNIST_DIR, else the download cache)")
     data.add_argument("--index", type=int, default=0, help="which test image")
-    data.add_argument(
-        "--out-dir",
-        type=Path,
-        default=paths.run_dir(),
-        help="where the PNG is written (env LENET_RUN_DIR)",
-    )
+    data.add_argument("--out-dir", type=Path, default=paths.run_dir(),
+                      help="where the PNG is written (env LENET_RUN_DIR)")
     server_options(d)
     d.set_defaults(func=cmd_demo)
     return parser

@@ -89,11 +89,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def cmd_stop(args) -> int:
-    run_dir = args.run_dir.resolve()
+def _running_or_say(run_dir: Path) -> TorchServe | None:
+    """The background server of `run_dir`; None (and a line saying so) when none runs."""
     server = _load_running(run_dir)
     if server is None:
         print(f"no TorchServe running from {run_dir}")
+    return server
+
+
+def cmd_stop(args) -> int:
+    run_dir = args.run_dir.resolve()
+    if (server := _running_or_say(run_dir)) is None:
         return 0
     pid = server.pid
     try:
@@ -107,10 +113,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_status(args) -> int:
-    run_dir = args.run_dir.resolve()
-    server = _load_running(run_dir)
-    if server is None:
-        print(f"no TorchServe running from {run_dir}")
+    if (server := _running_or_say(args.run_dir.resolve())) is None:
         return 1
     try:
         ping = requests.get(f"{server.inference_url}/ping", timeout=5,

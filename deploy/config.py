@@ -83,21 +83,17 @@ class ServerConfig:
     def ports(self) -> list[int]:
         return [self.inference_port, self.management_port, self.metrics_port, *self.grpc_ports]
 
+    def url(self, api: str) -> str:
+        """Where the `inference`, `management` or `metrics` API listens (loopback)."""
+        return f"http://127.0.0.1:{getattr(self, api + '_port')}"
+
     @property
     def inference_url(self) -> str:
-        return f"http://127.0.0.1:{self.inference_port}"
-
-    @property
-    def management_url(self) -> str:
-        return f"http://127.0.0.1:{self.management_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}"
+        return self.url("inference")
 
     @property
     def predict_url(self) -> str:
-        return f"{self.inference_url}/predictions/{MODEL_NAME}"
+        return f"{self.url('inference')}/predictions/{MODEL_NAME}"
 
     @property
     def archive(self) -> Path:
@@ -158,8 +154,8 @@ class ServerConfig:
         """config.properties for this run: the committed file with this run's values applied."""
         run_values = {
             "inference_address": self.inference_url,
-            "management_address": self.management_url,
-            "metrics_address": self.metrics_url,
+            "management_address": self.url("management"),
+            "metrics_address": self.url("metrics"),
             "grpc_inference_address": "127.0.0.1",
             "grpc_management_address": "127.0.0.1",
             "grpc_inference_port": self.grpc_ports[0],

@@ -68,19 +68,22 @@ class TorchServe:
         return self.config.inference_url
 
     @property
-    def management_url(self) -> str:
-        return self.config.management_url
-
-    @property
-    def metrics_url(self) -> str:
-        return self.config.metrics_url
-
-    @property
     def predict_url(self) -> str:
         return self.config.predict_url
 
     @property
+    def management_url(self) -> str:
+        """The management API (workers, scaling): loopback only, its own key."""
+        return self.config.url("management")
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus metrics: loopback only."""
+        return self.config.url("metrics")
+
+    @property
     def ports(self) -> list[int]:
+        """Every port the server listens on (HTTP APIs and gRPC)."""
         return self.config.ports
 
     @property

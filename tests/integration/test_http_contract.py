@@ -14,16 +14,7 @@ import pytest
 import requests
 
 from deploy.keys import auth_headers
-from handler import MODEL_NAME
-from handler.schemas import (
-    MODEL_NAME_HEADER,
-    MODEL_VERSION_HEADER,
-    ErrorResponse,
-    ImageError,
-    MultiPrediction,
-    Prediction,
-    parse_response,
-)
+from handler import MODEL_NAME, schemas
 from samples.digits import encode_png
 from tests.server_access import max_request_size
 
@@ -36,25 +27,25 @@ def post(server, token="default", **kwargs) -> requests.Response:
     return requests.post(server.predict_url, headers=headers, timeout=TIMEOUT, **kwargs)
 
 
-def ok_prediction(resp: requests.Response) -> Prediction:
+def ok_prediction(resp: requests.Response) -> schemas.Prediction:
     assert resp.status_code == 200, resp.text
     assert resp.headers["Content-Type"].startswith("application/json")
-    body = parse_response(resp.content)
-    assert isinstance(body, Prediction), body
+    body = schemas.parse_response(resp.content)
+    assert isinstance(body, schemas.Prediction), body
     return body
 
 
-def same_answer(a: Prediction, b: Prediction) -> bool:
+def same_answer(a: schemas.Prediction, b: schemas.Prediction) -> bool:
     """Equal up to float rounding: a batched forward pass may differ in the last bits."""
     return a.digit == b.digit and all(
         abs(x - y) < 1e-5 for x, y in zip(a.probabilities, b.probabilities, strict=True)
     )
 
 
-def bad_request(resp: requests.Response, status: int = 400) -> ErrorResponse:
+def bad_request(resp: requests.Response, status: int = 400) -> schemas.ErrorResponse:
     assert resp.status_code == status, resp.text
-    body = parse_response(resp.content)
-    assert isinstance(body, ErrorResponse), body
+    body = schemas.parse_response(resp.content)
+    assert isinstance(body, schemas.ErrorResponse), body
     assert body.code == status
     return body
 
@@ -84,8 +75,8 @@ def test_every_answer_names_the_served_model_version(torchserve, digits):
     for resp in (post(torchserve, data=digits[0][0], headers={"Content-Type": "image/png"}),
                  post(torchserve, data=b"not an image", headers={"Content-Type": "image/png"})):
         assert resp.status_code in (200, 400), resp.text
-        assert resp.headers[MODEL_NAME_HEADER] == MODEL_NAME
-        assert resp.headers[MODEL_VERSION_HEADER] == model["modelVersion"] != ""
+        assert resp.headers[schemas.MODEL_NAME_HEADER] == MODEL_NAME
+        assert resp.headers[schemas.MODEL_VERSION_HEADER] == model["modelVersion"] != ""
 
 
 # --- input formats ----------------------------------------------------------------------------
@@ -109,8 +100,8 @@ def test_multipart_several_files_keep_order(torchserve, digits):
     files = {f"f{i}": (f"d{i}.png", png, "image/png") for i, (png, _) in enumerate(digits)}
     resp = post(torchserve, files=files)
     assert resp.status_code == 200, resp.text
-    body = parse_response(resp.content)
-    assert isinstance(body, MultiPrediction)
+    body = schemas.parse_response(resp.content)
+    assert isinstance(body, schemas.MultiPrediction)
     assert [p.digit for p in body.predictions] == [label for _, label in digits]
 
 
@@ -125,8 +116,8 @@ def test_json_single_and_multi(torchserve, digits):
     assert single.digit == digits[0][1]
     resp = post(torchserve, json={"images": b64})
     assert resp.status_code == 200, resp.text
-    multi = parse_response(resp.content)
-    assert isinstance(multi, MultiPrediction)
+    multi = schemas.parse_response(resp.content)
+    assert isinstance(multi, schemas.MultiPrediction)
     assert [p.digit for p in multi.predictions] == [label for _, label in digits[:3]]
     assert same_answer(multi.predictions[0], single)  # same image, same answer, whatever the format
 
@@ -139,11 +130,11 @@ def test_bad_image_in_multi_request_gets_its_own_slot(torchserve, digits):
     }
     resp = post(torchserve, files=files)
     assert resp.status_code == 200, resp.text
-    body = parse_response(resp.content)
-    assert isinstance(body, MultiPrediction)
+    body = schemas.parse_response(resp.content)
+    assert isinstance(body, schemas.MultiPrediction)
     first, broken, last = body.predictions
     assert (first.digit, last.digit) == (digits[0][1], digits[1][1])
-    assert isinstance(broken, ImageError)
+    assert isinstance(broken, schemas.ImageError)
     assert broken.error.type == "InvalidImage" and "'broken'" in broken.error.message
 
 
@@ -222,8 +213,8 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(torchserve, digits)
             assert ok_prediction(resp).digit == label
         else:
             assert resp.status_code == 200, resp.text
-            a, z, b = parse_response(resp.content).predictions
-            assert a.digit == label and isinstance(z, ImageError) and same_answer(b, alone)
+            a, z, b = schemas.parse_response(resp.content).predictions
+            assert a.digit == label and isinstance(z, schemas.ImageError) and same_answer(b, alone)
 
 
 def test_every_error_body_is_json_schema_valid(torchserve):

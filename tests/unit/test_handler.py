@@ -18,17 +18,8 @@ import torch
 from PIL import Image
 from ts.context import Context, RequestProcessor
 
-from handler import MODEL_NAME, TORCH_THREADS_ENV, predictor, preprocessing
+from handler import MODEL_NAME, TORCH_THREADS_ENV, predictor, preprocessing, schemas
 from handler.lenet_handler import LenetHandler
-from handler.schemas import (
-    MODEL_NAME_HEADER,
-    MODEL_VERSION_HEADER,
-    ErrorResponse,
-    ImageError,
-    MultiPrediction,
-    Prediction,
-    parse_response,
-)
 from project import paths
 from samples.digits import encode_png
 from tests.images import encode
@@ -81,8 +72,9 @@ def run(handler: LenetHandler, rows: list[dict], content_types: list[str | None]
         assert context.get_response_content_type(idx) == "application/json"
         # Every answer, good or bad, says which model produced it (the manifest's name, "test").
         headers = context.get_response_headers(idx)
-        assert headers[MODEL_NAME_HEADER] == MODEL_NAME and headers[MODEL_VERSION_HEADER] == "test"
-        results.append((status, parse_response(body)))
+        assert headers[schemas.MODEL_NAME_HEADER] == MODEL_NAME
+        assert headers[schemas.MODEL_VERSION_HEADER] == "test"
+        results.append((status, schemas.parse_response(body)))
     return results
 
 
@@ -100,7 +92,7 @@ def expected(handler: LenetHandler, data: bytes) -> np.ndarray:
 
 
 def assert_matches(answer, handler, data):
-    assert isinstance(answer, Prediction), answer
+    assert isinstance(answer, schemas.Prediction), answer
     np.testing.assert_allclose(answer.probabilities, expected(handler, data), atol=1e-5)
 
 
@@ -155,7 +147,7 @@ def test_multipart_fields_in_order(handler, mnist_test):
     pngs = [encode_png(images[i]) for i in range(3)]
     ((status, body),) = run(handler, [{"b": pngs[0], "a": pngs[1], "c": pngs[2]}],
                             ["multipart/form-data; boundary=x"])  # fmt: skip
-    assert status == 200 and isinstance(body, MultiPrediction)
+    assert status == 200 and isinstance(body, schemas.MultiPrediction)
     for answer, png in zip(body.predictions, pngs, strict=True):
         assert_matches(answer, handler, png)
 
@@ -198,7 +190,7 @@ def test_json_image_and_images(handler, mnist_test):
 def test_error_paths_answer_400_with_a_message(handler, row, content_type, error_type, words):
     ((status, body),) = run(handler, [row], [content_type])
     assert status == 400
-    assert isinstance(body, ErrorResponse) and body.code == 400 and body.type == error_type
+    assert isinstance(body, schemas.ErrorResponse) and body.code == 400 and body.type == error_type
     for word in words:
         assert word in body.message, body.message
 
@@ -213,7 +205,7 @@ def test_over_limit_image_is_400(handler):
 
 def test_all_bad_multi_request_is_400_naming_each_image(handler):
     ((status, body),) = run(handler, [{"x": b"junk", "y": b"more junk"}], ["multipart/form-data"])
-    assert status == 400 and isinstance(body, ErrorResponse)
+    assert status == 400 and isinstance(body, schemas.ErrorResponse)
     assert "'x'" in body.message and "'y'" in body.message
 
 
@@ -247,7 +239,7 @@ def test_batch_mixing_good_and_bad_requests_uses_one_forward_pass(handler, mnist
     good_a, bad, good_c = results[2][1].predictions
     assert_matches(good_a, handler, pngs[1])
     assert_matches(good_c, handler, pngs[2])
-    assert isinstance(bad, ImageError) and "'bad'" in bad.error.message
+    assert isinstance(bad, schemas.ImageError) and "'bad'" in bad.error.message
     assert_matches(results[4][1], handler, pngs[3])  # one-element list: a plain Prediction
 
 
@@ -321,7 +313,7 @@ def test_handler_runs_on_a_real_gpu(model_dir, digit, keep_torch_threads):
     assert h.predictor.device == torch.device("cuda:0")
     assert next(iter(h.predictor.module.parameters())).device == torch.device("cuda:0")
     ((status, answer),) = run(h, [{"body": encode_png(digit[0])}])
-    assert status == 200 and isinstance(answer, Prediction)
+    assert status == 200 and isinstance(answer, schemas.Prediction)
     cpu = np.asarray(answer.probabilities)
     with torch.inference_mode():
         x = torch.from_numpy(preprocessing.preprocess(encode_png(digit[0])))[None]

@@ -140,7 +140,7 @@ def test_the_locustfile_refuses_to_run_without_locust_conf(tmp_path):
 def test_bad_inputs_are_really_not_decodable_images():
     from PIL import Image
 
-    for name, body, content_type in lf.bad_inputs(tiny_pool()):
+    for _name, body, content_type in lf.bad_inputs(tiny_pool()):
         if content_type == "image/png":
             with pytest.raises(OSError):
                 Image.open(io.BytesIO(body)).load()
