@@ -606,7 +606,7 @@ def test_invalid_image_is_a_value_error():
 
 def _run_cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "handler.preprocessing_cli", *args],
+        [sys.executable, "-m", "tools.preprocess_bench", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

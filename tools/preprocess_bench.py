@@ -1,7 +1,7 @@
 """Measure and inspect `handler.preprocessing` from the command line (a tool, not shipped).
 
-    python -m handler.preprocessing_cli --bench            # time preprocess() per input kind
-    python -m handler.preprocessing_cli a.jpg --out-dir d  # write the 28x28 the model would see
+    python -m tools.preprocess_bench --bench            # time preprocess() per input kind
+    python -m tools.preprocess_bench a.jpg --out-dir d  # write the 28x28 the model would see
 
 `make bench-preprocess` runs the benchmark: a 28x28 MNIST PNG (already in MNIST's form, so it
 passes through), the same digit inverted (every step), a 300x300 RGB JPEG and a 4000x3000
@@ -150,7 +150,7 @@ def _preview(paths: list[Path], out_dir: Path | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """CLI: benchmark preprocessing (`--bench`) or preview what the model sees for image files."""
     parser = argparse.ArgumentParser(
-        prog="python -m handler.preprocessing_cli",
+        prog="python -m tools.preprocess_bench",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
