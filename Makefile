@@ -66,7 +66,7 @@ schema: $(STAMP)
 
 # --- benchmarks and operations (not part of CI) --------------------------------------------
 bench-preprocess: $(STAMP)
-	$(PY) -m tools.preprocess_bench --bench
+	$(PY) -m tools.preprocess_bench
 
 bench: model_store/lenet.mar
 	$(PY) -m loadtests bench
