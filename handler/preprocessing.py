@@ -497,15 +497,14 @@ def _extract_ink(levels: np.ndarray) -> np.ndarray | None:
     sigma = _noise_sigma(levels, inked)
 
     # The residual (ink above the background) as a histogram over 0-255: the levels' own
-    # histogram shifted by a single background level, else that of levels - field.
+    # histogram shifted by a single background level, else that of levels - field, from every
+    # other row (its order statistics need no more; negative residuals saturate to 0).
     background = _kth(cumulative, cumulative[cut] // 2)  # the paper's median
     field = _background_field(levels, inked, background)
     if field is None:
         residual_hist = hist[background:]
     else:
-        background = 0
-        levels = cv2.subtract(levels, field)  # saturates: below the background is 0
-        residual_hist = _histogram(levels)
+        residual_hist = 2 * _histogram(cv2.subtract(levels[::2], field[::2]))
 
     # The paper's residual median is 0 (the background is the paper's level), so the noise
     # floor is a few noise deviations above 0, and every pixel above it is a candidate.
@@ -530,7 +529,9 @@ def _extract_ink(levels: np.ndarray) -> np.ndarray | None:
     low = min(max(floor, minimum), _MAX_THRESHOLD * ink_level)
     scale = 255.0 / (ink_level - low)
     # (levels - background - low) * scale, saturated to 0-255: one pass.
-    return cv2.addWeighted(levels, scale, levels, 0.0, -(background + low) * scale)
+    if field is None:
+        return cv2.addWeighted(levels, scale, levels, 0.0, -(background + low) * scale)
+    return cv2.addWeighted(levels, scale, field, -scale, -low * scale)
 
 
 def _extent(strong: np.ndarray) -> tuple[int, int]:
@@ -614,13 +615,13 @@ def _fit_box(ink: np.ndarray) -> np.ndarray:
 
     Takes uint8 ink, returns float32 in [0, 1].
     """
-    # Strong ink: clearly inked, in a 3x3 neighbourhood that is too. A stroke, even a 1 px
-    # anti-aliased one, keeps a 3x3 mean near a third of its value or more; an isolated speck of
-    # paper grain that survived the threshold does not.
     # Everything below happens inside the ink's bounding box (paper is exactly 0 after the
     # soft threshold, so there is nothing outside it to measure).
     x, y, w, h = cv2.boundingRect(ink)
     ink = ink[y : y + h, x : x + w]
+    # Strong ink: clearly inked, in a 3x3 neighbourhood that is too. A stroke, even a 1 px
+    # anti-aliased one, keeps a 3x3 mean near a third of its value or more; an isolated speck of
+    # paper grain that survived the threshold does not.
     local = cv2.blur(ink, (3, 3), borderType=cv2.BORDER_CONSTANT)
     strong = cv2.threshold(ink, _STRONG_INK * 255 - 1, 0, cv2.THRESH_TOZERO)[1]
     supported = cv2.threshold(local, _STRONG_INK * 0.8 * 255 - 1, 255, cv2.THRESH_BINARY)[1]
