@@ -142,7 +142,7 @@ def bench_inputs(mnist_dir: Path, per_set: int, seed: int = 0) -> dict[str, Kind
     if mnist is None:
         return kinds
     images, labels = mnist
-    picked = rng.choice(len(images), size=4 * per_set, replace=False)
+    picked = rng.choice(len(images), size=min(len(images), 4 * per_set), replace=False)
     scans: dict[str, list] = {"png": [], "jpeg": []}
     for index in picked:  # render_realistic picks the format: sort until both sets are full
         data = render_realistic(images[index], rng)
@@ -264,7 +264,7 @@ def accuracy(mnist_dir: Path, model_path: Path, count: int, seed: int) -> dict:
     uploads, upload_labels = render_realistic_set(images, labels, count, seed)
     rng = np.random.default_rng(seed + 1)
     tight = rng.choice(len(images), size=count // 2, replace=False)
-    kinds = bench_inputs(mnist_dir, per_set=count // 2, seed=seed + 2)
+    kinds = bench_inputs(mnist_dir, per_set=min(count // 2, 2500), seed=seed + 2)
     sets = {
         "realistic uploads": (uploads, upload_labels),
         "tight crops": ([render_tight_crop(images[i], rng) for i in tight], labels[tight]),
