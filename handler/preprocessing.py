@@ -20,8 +20,8 @@ its contrast stretched, so that a phone photo and an MNIST test image look alike
 4. bounding box on clearly inked, non-speck pixels; hairline strokes thickened to MNIST width;
 5. area-resample to a 20 px box, paste with the centre of mass at (14, 14).
 
-Order statistics (medians, percentiles) come from 256-level histograms, so they cost the same
-for a 28x28 PNG and a photo.
+The pixel work runs on 8-bit images (OpenCV's fast path; MNIST itself has 8 bits), and order
+statistics (medians, percentiles) come from 256-level histograms rather than sorts.
 
 A digit already in MNIST's form (28x28, black background, 20 px box, centred) passes through
 unchanged, so a PNG of an MNIST test digit gets exactly the answer its IDX tensor gets.
