@@ -45,7 +45,7 @@ status: | $(STAMP)
 # The main job: everything a new user needs to see a real answer.
 run: model_store/lenet.mar
 	$(PY) -m deploy serve
-	$(PY) -m client demo
+	$(PY) -m handler.client demo
 
 # --- tests ---------------------------------------------------------------------------------
 lint: $(STAMP)
@@ -66,7 +66,7 @@ schema: $(STAMP)
 
 # --- benchmarks and operations (not part of CI) --------------------------------------------
 bench-preprocess: $(STAMP)
-	$(PY) -m tools.preprocess_bench --bench
+	$(PY) -m tools.preprocess_bench
 
 bench: model_store/lenet.mar
 	$(PY) -m loadtests bench
@@ -84,7 +84,7 @@ compose-test: model_store/lenet.mar
 	bash deploy/compose-test.sh
 
 faults: model_store/lenet.mar
-	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
+	$(PY) -m pytest -m faults tests/test_faults.py $(PYTEST_ARGS)
 
 soak: model_store/lenet.mar
 	$(PY) -m loadtests soak --duration $(DURATION)

@@ -2,7 +2,8 @@
 
 This is the single source of truth for preprocessing: the TorchServe handler, the batch job and
 the tests all call `preprocess` (or `decode_image` + `to_mnist`). It ships inside the .mar, so it
-imports only numpy, Pillow and `handler.normalization` -- never torch or scipy.
+imports only numpy, Pillow, OpenCV and `handler.normalization` -- never torch or scipy. Pillow
+decodes (it holds the format allow-list and reads every mode); OpenCV does the pixel work.
 
 The steps reproduce how MNIST itself was made (LeCun et al.): the ink of a digit is cropped to its
 bounding box, scaled (aspect preserved, anti-aliased) so that its longer side is 20 px, and pasted
@@ -10,17 +11,21 @@ into a 28x28 field so that its centre of mass sits at the centre. Before that, a
 dark ink on light paper is turned into MNIST's white-ink-on-black with its background removed and
 its contrast stretched, so that a phone photo and an MNIST test image look alike to the model:
 
-1. decode (format allow-list, pixel limit from the header, JPEG DCT-scaled for big photos, EXIF
-   orientation) and flatten any mode to grayscale floats, compositing transparency;
+1. decode (format allow-list, pixel limit from the header, JPEG decoded straight to luma and
+   DCT-scaled for big photos, EXIF orientation), flatten any mode to grayscale compositing
+   transparency, and area-reduce large images;
 2. polarity: the border is paper; invert when the ink is darker than it;
-3. background: a tile grid of paper levels (ink masked out) follows shadows and gradients;
-   noise from neighbour differences; a soft threshold from the noise floor to the stroke cores;
+3. background: a grid of paper levels (ink masked out) follows shadows and gradients; noise from
+   neighbour differences; a soft threshold from the noise floor to the stroke cores;
 4. bounding box on clearly inked, non-speck pixels; hairline strokes thickened to MNIST width;
 5. area-resample to a 20 px box, paste with the centre of mass at (14, 14).
 
+The pixel work runs on 8-bit images (OpenCV's fast path; MNIST itself has 8 bits), and order
+statistics (medians, percentiles) come from 256-level histograms rather than sorts.
+
 A digit already in MNIST's form (28x28, black background, 20 px box, centred) passes through
 unchanged, so a PNG of an MNIST test digit gets exactly the answer its IDX tensor gets.
-Nothing here mutates process-global state, so calls are thread-safe.
+Calls are thread-safe.
 
 Every failure a bad upload can cause is raised as `InvalidImage`, whose message is complete and
 user-facing; the caller only prefixes which image of the request it was.
@@ -32,12 +37,18 @@ import io
 import logging
 import struct
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from handler.normalization import IMAGE_SIZE, normalize
 
 logger = logging.getLogger(__name__)
+
+# One image is far too small work to split across threads, and every caller already runs
+# preprocessing in parallel (TorchServe workers, the batch job's decode processes): OpenCV's own
+# pool would only oversubscribe the cores.
+cv2.setNumThreads(1)
 
 # Decompression-bomb limit, enforced by this module on every decode independently of Pillow's
 # process-global `Image.MAX_IMAGE_PIXELS`. 40 MP admits every common camera's default output
@@ -62,6 +73,8 @@ WORKING_SIZE = 400
 _TILE_MIN_PX = 16  # smallest tile of the local-background grid (px)
 _TILE_GRID_MAX = 8  # at most 8x8 tiles: coarse enough that a stroke never fills a whole tile
 _TILE_MIN_PAPER = 0.25  # a tile needs a quarter of its pixels outside the ink to estimate paper
+_FLAT_LEVELS = 2  # a background varying by at most this many grey levels is taken as one level
+_NEIGHBOURS = np.ones((3, 3), np.uint8)  # 3x3 structuring element
 _NOISE_SIGMAS = 3.0  # the soft threshold starts this many noise deviations above the background
 _MIN_THRESHOLD = 0.02  # ... and never below 2 % of the ink level (drops quantisation dust)
 _MAX_THRESHOLD = 0.35  # ... nor above 35 % of it (keeps strokes when noise is overestimated)
@@ -78,6 +91,9 @@ _FRINGE = 0.06  # ... then grows back over contiguous ink by up to 6 % of its ex
 _THIN_STROKE = 1.2  # strokes thinner than this in the 20 px box are thickened ...
 _TARGET_STROKE = 2.0  # ... to this (MNIST: median 2.3 px, 25th percentile 2.0 px)
 
+_INDEX = np.arange(256)  # the grey levels of an 8-bit histogram
+_SMALL_PIXELS = 64 * 64  # below this many pixels, per-call overhead outweighs per-pixel cost
+
 
 class InvalidImage(ValueError):
     """An uploaded image cannot be used; str(exc) is a complete user-facing message."""
@@ -86,8 +102,9 @@ class InvalidImage(ValueError):
 def decode_image(data: bytes) -> Image.Image:
     """Decode image bytes into a fully loaded Pillow image, upright per its EXIF orientation.
 
-    Accepts PNG, JPEG, BMP, GIF (first frame), TIFF (first page) and WebP. Large JPEGs are decoded
-    at a reduced DCT scale (`Image.draft`), so the result may be smaller than the stored image.
+    Accepts PNG, JPEG, BMP, GIF (first frame), TIFF (first page) and WebP. JPEGs in colour are
+    decoded straight to luma (mode L), and large ones at a reduced DCT scale (`Image.draft`), so
+    the result may be smaller than the stored image.
     Raises `InvalidImage` for empty, unreadable, truncated or over-large (> MAX_IMAGE_PIXELS) data;
     no Pillow exception escapes.
     """
@@ -96,9 +113,8 @@ def decode_image(data: bytes) -> Image.Image:
     size = len(data)
     if size == 0:
         raise InvalidImage("empty image data (0 bytes)")
-    # Image.open(formats=...) raises KeyError for a name Pillow has not registered: 'MPO' is not
-    # one in Pillow 13 (the JPEG plugin opens MPO files), and plugins past PNG/JPEG/BMP/GIF load
-    # only on init(). Unfiltered, every BMP/GIF/TIFF/WebP was refused as "cannot decode".
+    # Image.open(formats=...) raises KeyError for a name Pillow has not registered ('MPO' in
+    # Pillow 13), and plugins past PNG/JPEG/BMP/GIF register only on init().
     Image.init()  # loads every plugin once; a no-op afterwards
     formats = [f for f in ACCEPTED_FORMATS if f in Image.OPEN]
     try:
@@ -124,10 +140,12 @@ def decode_image(data: bytes) -> Image.Image:
         raise InvalidImage(f"image is {width}x{height}: it has no pixels")
 
     fmt = image.format or "image"
-    if fmt in ("JPEG", "MPO") and max(width, height) >= 2 * WORKING_SIZE:
-        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, straight to luma: a 12 MP photo then
-        # costs milliseconds instead of a full-resolution decode we would throw away.
-        scale = WORKING_SIZE / max(width, height)
+    if fmt in ("JPEG", "MPO"):
+        # libjpeg then decodes luma only (the colour would be dropped anyway) and, for a big
+        # photo, at 1/2, 1/4 or 1/8 scale: a 12 MP photo costs its entropy decoding and little
+        # more, instead of a full-resolution decode we would throw away.
+        longer = max(width, height)
+        scale = WORKING_SIZE / longer if longer >= 2 * WORKING_SIZE else 1.0
         try:
             image.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
         except Exception as exc:  # draft is an optimisation only; decode at full size instead
@@ -163,9 +181,12 @@ def to_mnist(image: Image.Image) -> np.ndarray:
             f"grayscale ({_short(exc)})"
         ) from None
     if _is_mnist_form(gray):
-        return gray  # already what MNIST's own normalisation produces: nothing to redo
+        # Already what MNIST's own normalisation produces: nothing to redo.
+        return gray.astype(np.float32) * (1 / 255) if gray.dtype == np.uint8 else gray
     try:
-        ink = _extract_ink(gray)
+        # Past this point 8 bits are plenty (MNIST itself has 8): uint8 is OpenCV's fast path.
+        levels = gray if gray.dtype == np.uint8 else cv2.convertScaleAbs(gray, alpha=255.0)
+        ink = _extract_ink(levels)
         if ink is None:
             return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
         return _centre_in_field(_fit_box(ink))
@@ -226,69 +247,55 @@ def _upright(image: Image.Image) -> Image.Image:
 
 # --- grayscale conversion ---------------------------------------------------------------------
 
-_HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
-
-
-def _reduce_early(image: Image.Image) -> Image.Image:
-    """Box-reduce a large image by an integer factor so its longer side is < 2*WORKING_SIZE."""
-    factor = max(image.size) // WORKING_SIZE
-    if factor < 2:
-        return image
-    try:
-        return image.reduce(factor)
-    except (ValueError, NotImplementedError):  # modes reduce() lacks: fall back to numpy later
-        return image
-
-
 def _to_gray(image: Image.Image) -> np.ndarray:
-    """Grayscale float32 in [0, 1] with transparency composited; large inputs reduced first."""
+    """Grayscale pixels, transparency composited, large inputs area-reduced.
+
+    uint8 (0-255) for the 8-bit images nearly everyone sends, so that they pass through without
+    a rounding step; float32 in [0, 1] when compositing or a high bit depth made finer values.
+    """
     mode = image.mode
     if mode in ("P", "PA") or (mode in ("1", "L", "RGB") and "transparency" in image.info):
         image = image.convert("RGBA")  # the palette may carry per-entry alpha (tRNS)
-    elif mode in ("LA", "La", "RGBa"):
-        image = image.convert("LA" if mode != "RGBa" else "RGBA")
+    elif mode in ("La", "RGBa"):
+        image = image.convert("LA" if mode == "La" else "RGBA")  # un-premultiply
     elif mode == "1":
         image = image.convert("L")
-    elif mode in ("LAB",):
+    elif mode == "LAB":
         image = image.getchannel("L")  # lightness is already a grayscale channel
-    elif mode in ("HSV",):
-        image = image.convert("RGB")
     elif mode.startswith("I;16"):
-        image = image.convert("I")  # same values; reduce() has no 16-bit path
-    elif mode not in ("L", "RGB", "RGBA", "LA", *_HIGH_DEPTH_MODES):
-        image = image.convert("RGB")  # CMYK, YCbCr, RGBX, ...: Pillow's own colour conversion
+        image = image.convert("I")  # the same values as int32, which numpy reads natively
+    elif mode not in ("L", "RGB", "RGBA", "LA", "I", "F"):
+        image = image.convert("RGB")  # CMYK, YCbCr, HSV, RGBX, ...: Pillow's colour conversion
 
-    image = _reduce_early(image)
+    pixels = np.asarray(image)
     mode = image.mode
-    if mode in _HIGH_DEPTH_MODES:
-        return _stretch_range(np.asarray(image, dtype=np.float32))
-    if mode in ("RGBA", "LA"):
-        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) * (1 / 255)
-        gray = np.asarray(image.convert("L") if mode == "RGBA" else image.getchannel("L"))
-        return _composite(gray.astype(np.float32) * (1 / 255), alpha)
-    if mode != "L":
-        image = image.convert("L")
-    return _block_reduce(np.asarray(image, dtype=np.float32) * (1 / 255))
+    if mode in ("I", "F"):
+        return _stretch_range(pixels.astype(np.float32))
+    if mode == "L":
+        return _reduce(pixels)
+    if mode == "RGB":
+        return _reduce(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
+    if mode == "RGBA":
+        gray, alpha = cv2.cvtColor(pixels, cv2.COLOR_RGBA2GRAY), pixels[..., 3]
+    else:  # LA
+        gray, alpha = cv2.split(pixels)
+    return _composite(_reduce(gray), _reduce(np.ascontiguousarray(alpha)))
 
 
-def _block_reduce(gray: np.ndarray) -> np.ndarray:
-    """Area-average by an integer factor when reduce() could not run on the Pillow image."""
-    factor = max(gray.shape) // WORKING_SIZE
+def _reduce(pixels: np.ndarray) -> np.ndarray:
+    """Area-average a large image by an integer factor so its longer side is < 2*WORKING_SIZE."""
+    factor = max(pixels.shape) // WORKING_SIZE
     if factor < 2:
-        return gray
-    h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
-    blocks = gray[:h, :w].reshape(h // factor, factor, w // factor, factor)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+        return pixels
+    h, w = pixels.shape
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
 
 
 def _stretch_range(values: np.ndarray) -> np.ndarray:
     """16-bit/32-bit/float pixels -> [0, 1] by their actual range (not by clipping at 255)."""
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    values = _block_reduce(values)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.float32)
-    return ((values - low) * (1.0 / (high - low))).astype(np.float32)
+    return cv2.normalize(_reduce(values), None, 0.0, 1.0, cv2.NORM_MINMAX)  # flat -> zeros
 
 
 def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -300,20 +307,66 @@ def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     of their brightness (black ink -> white paper, white ink -> black). When they cover most of
     it they are the paper itself, and transparent margins take the paper's (median) colour.
     """
-    if alpha.min() >= 1.0:
+    if cv2.minMaxLoc(alpha)[0] >= 255:
         return gray
-    coverage = float(alpha.mean())
+    coverage = cv2.mean(alpha)[0] / 255
     if coverage == 0.0:
-        return np.zeros_like(gray)
+        return np.zeros(gray.shape, dtype=np.float32)
+    gray_f = gray.astype(np.float32) * (1 / 255)
+    weight = alpha.astype(np.float32) * (1 / 255)
     if coverage < 0.5:
-        ink_brightness = float((gray * alpha).sum() / alpha.sum())
+        ink_brightness = float(gray_f.ravel() @ weight.ravel()) / float(weight.sum())
         background = 1.0 if ink_brightness < 0.5 else 0.0
     else:
-        background = float(np.median(gray[alpha >= 0.5]))
-    return gray * alpha + background * (1.0 - alpha)
+        opaque = cv2.compare(alpha, 127, cv2.CMP_GT)  # alpha >= 0.5
+        background = _median(_histogram(gray, opaque)) / 255
+    return gray_f * weight + background * (1.0 - weight)
+
+
+# --- order statistics from histograms ---------------------------------------------------------
+
+
+def _histogram(levels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Counts of the 256 grey levels of uint8 pixels (where `mask` is non-zero).
+
+    calcHist is the faster per pixel; np.bincount has the lower fixed cost, which is what
+    counts below about 64x64 pixels.
+    """
+    if mask is None and levels.size < _SMALL_PIXELS:
+        return np.bincount(levels.ravel(), minlength=256)
+    return cv2.calcHist([levels], [0], mask, [256], [0, 256]).ravel()
+
+
+def _kth(cumulative: np.ndarray, k: float) -> int:
+    """The level holding the k-th smallest pixel (0-based) -- np.partition(pixels, k)[k] -- from
+    a histogram's cumulative counts."""
+    return int(cumulative.searchsorted(k, side="right"))
+
+
+def _border_histogram(levels: np.ndarray) -> np.ndarray:
+    """Histogram of the outermost ring of pixels (about 3 % of the size, at least one pixel)."""
+    h, w = levels.shape
+    k = max(1, min(h, w) // 32)
+    strips = (levels[:k], levels[-k:], levels[k:-k, :k], levels[k:-k, -k:])
+    return np.bincount(np.concatenate([strip.ravel() for strip in strips]), minlength=256)
+
+
+def _median(hist: np.ndarray) -> int:
+    """The (upper) median level of a histogram."""
+    cumulative = hist.cumsum()
+    return _kth(cumulative, cumulative[-1] // 2)
 
 
 # --- ink extraction ---------------------------------------------------------------------------
+
+
+def _centre_of_mass(pixels: np.ndarray) -> tuple[float, float, float]:
+    """(mass, row, column) of the ink's centre of mass in pixel-index coordinates."""
+    moments = cv2.moments(pixels)
+    mass = moments["m00"]
+    if mass <= 0:
+        return 0.0, 0.0, 0.0
+    return mass, moments["m01"] / mass, moments["m10"] / mass
 
 
 def _is_mnist_form(gray: np.ndarray) -> bool:
@@ -329,89 +382,15 @@ def _is_mnist_form(gray: np.ndarray) -> bool:
     """
     if gray.shape != (IMAGE_SIZE, IMAGE_SIZE):
         return False
-    rows, cols = gray.sum(axis=1), gray.sum(axis=0)
-    inked_rows, inked_cols = np.flatnonzero(rows), np.flatnonzero(cols)
-    if inked_rows.size == 0:
+    inked = gray if gray.dtype == np.uint8 else cv2.compare(gray, 0.0, cv2.CMP_GT)
+    _, _, width, height = cv2.boundingRect(inked)
+    if max(width, height) != DIGIT_BOX:
         return False
-    height = inked_rows[-1] - inked_rows[0] + 1
-    width = inked_cols[-1] - inked_cols[0] + 1
-    if max(height, width) != DIGIT_BOX:
-        return False
-    cy, cx = _centre_of_mass(gray)
+    _, cy, cx = _centre_of_mass(gray)
     return abs(cy - CENTRE) <= 0.5 and abs(cx - CENTRE) <= 0.5
 
 
-def _median(values: np.ndarray) -> float:
-    """Upper median by partition: np.median's generality costs more than the work on small input."""
-    k = values.size // 2
-    return float(np.partition(values.ravel(), k)[k])
-
-
-def _border(gray: np.ndarray) -> np.ndarray:
-    """The outermost ring of pixels (about 3 % of the size, at least one pixel)."""
-    h, w = gray.shape
-    k = max(1, min(h, w) // 32)
-    return np.concatenate(
-        [gray[:k].ravel(), gray[-k:].ravel(), gray[k:-k, :k].ravel(), gray[k:-k, -k:].ravel()]
-    )
-
-
-def _rough_ink_mask(ink: np.ndarray) -> np.ndarray:
-    """Pixels that are clearly ink in a bright-ink-on-dark image (a global, generous cut).
-
-    Halfway between the paper (border median) and the ink's extreme (99.9th percentile, so that
-    a digit covering a small part of a big canvas still counts). Used only to keep ink out of
-    the background and noise estimates; a tightly cropped digit can cover half the picture.
-    """
-    paper = _median(_border(ink))
-    k = int(0.999 * (ink.size - 1))
-    top = float(np.partition(ink.ravel(), k)[k])
-    return ink > paper + 0.5 * (top - paper)
-
-
-def _background_field(ink: np.ndarray, inked: np.ndarray) -> np.ndarray | float:
-    """Estimate the (possibly uneven) background of a bright-ink-on-dark image.
-
-    A coarse grid of tiles, each summarised by the median of its pixels outside the rough ink
-    mask `inked` (a tile that is mostly ink has no say), then a 3x3 median over the grid that
-    fills such tiles from their neighbours and ignores odd ones out while a lighting gradient
-    passes unchanged (the median of a ramp is its middle), then bilinear interpolation back to
-    full size. This follows shadows, vignetting and lighting gradients of phone photos without
-    scipy. Small images (MNIST's own 28x28 among them) get one level.
-    """
-    h, w = ink.shape
-    paper = ink[~inked]
-    if paper.size == 0:
-        return 0.0
-    overall = float(np.partition(paper, paper.size // 2)[paper.size // 2])
-    rows = min(_TILE_GRID_MAX, h // _TILE_MIN_PX)
-    cols = min(_TILE_GRID_MAX, w // _TILE_MIN_PX)
-    if rows < 2 or cols < 2:
-        return overall
-    th, tw = h // rows, w // cols
-
-    def tiled(values: np.ndarray) -> np.ndarray:
-        cut = values[: rows * th, : cols * tw].reshape(rows, th, cols, tw)
-        return cut.transpose(0, 2, 1, 3).reshape(rows, cols, th * tw)
-
-    masked = np.where(tiled(inked), np.inf, tiled(ink))  # ink sorts after every paper pixel
-    masked.sort(axis=2)
-    valid = (~tiled(inked)).sum(axis=2)
-    level = np.take_along_axis(masked, (valid // 2)[..., None], axis=2)[..., 0]
-    level[valid < _TILE_MIN_PAPER * th * tw] = np.nan
-
-    # 3x3 median over the grid, NaN-aware: sorting puts NaN last, so the median of the valid
-    # neighbours is at index (count - 1) // 2.
-    padded = np.pad(level, 1, mode="edge")
-    stack = np.sort([padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3)], 0)
-    count = (~np.isnan(stack)).sum(axis=0)
-    median = np.take_along_axis(stack, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
-    level = np.where(count > 0, median, overall).astype(np.float32)
-    # Tile centres sit at (i + 0.5) * th; resizing the grid with BILINEAR maps them the same way.
-    return np.asarray(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR))
-
-
-def _ink_is_dark(gray: np.ndarray) -> bool:
+def _ink_is_dark(hist: np.ndarray, border: np.ndarray) -> bool:
     """Is this dark ink on light paper (how people write), rather than MNIST's light on dark?
 
     The border is paper. Ink is whatever departs from the paper level by more than the paper's
@@ -419,59 +398,126 @@ def _ink_is_dark(gray: np.ndarray) -> bool:
     the side with more such departure mass is the ink's. Comparing mass rather than percentiles
     keeps this right when the digit covers well under 1 % of a large canvas.
     """
-    border = _border(gray)
     paper = _median(border)
-    spread = 3.0 * 1.4826 * _median(np.abs(border - paper))
-    flat = gray.ravel()
-    k_low, k_high = int(0.001 * (flat.size - 1)), int(0.999 * (flat.size - 1))
-    parted = np.partition(flat, (k_low, k_high))
-    if spread > _MIXED_BORDER * float(parted[k_high] - parted[k_low]):
+    deviation = _INDEX - paper
+    spread = 3.0 * 1.4826 * _median(np.bincount(np.abs(deviation), border, 256))
+    cumulative = hist.cumsum()
+    n = cumulative[-1]
+    low, high = cumulative.searchsorted((int(0.001 * (n - 1)), int(0.999 * (n - 1))), "right")
+    if spread > _MIXED_BORDER * (high - low):
         # The border is not one level: a crop so tight that ink runs along it (a '1' cropped to
         # its stroke). No paper to compare with, so assume how people write: dark ink.
         return True
-    deviation = gray - paper
-    darker = float(np.clip(-deviation - spread, 0.0, None).sum())
-    lighter = float(np.clip(deviation - spread, 0.0, None).sum())
-    return darker > lighter
+    # Mass darker than paper - spread, minus mass lighter than paper + spread, in one sum.
+    return bool(hist @ (np.minimum(np.maximum(deviation, -spread), spread) - deviation) > 0)
 
 
-def _noise_sigma(residual: np.ndarray, inked: np.ndarray) -> float:
-    """Pixel noise (paper grain, JPEG) from differences of horizontal neighbours on paper.
+def _noise_sigma(levels: np.ndarray, inked: np.ndarray) -> float:
+    """Pixel noise (paper grain, JPEG) in grey levels, from horizontal neighbours on paper.
 
     Differencing cancels the smooth parts of the picture -- lighting, and the anti-aliased
     fringe around strokes, which a tight crop has more of than paper -- and keeps the noise:
-    for Gaussian noise, median|a - b| = 0.6745 * sqrt(2) * sigma.
+    for Gaussian noise, median|a - b| = 0.6745 * sqrt(2) * sigma. About 64 rows are plenty.
     """
-    paper_pairs = ~(inked[:, 1:] | inked[:, :-1])
-    if not paper_pairs.any():
+    if levels.shape[1] < 2:
         return 0.0
-    steps = np.abs(np.diff(residual, axis=1))[paper_pairs]
-    k = steps.size // 2
-    return float(np.partition(steps, k)[k]) * (1.4826 / np.sqrt(2.0))
+    step = max(2, levels.shape[0] // 64)
+    rows, mask = levels[::step], inked[::step]
+    steps = cv2.absdiff(rows[:, 1:], rows[:, :-1])
+    # Pairs that touch ink go to the top bin, which is then left out of the count.
+    steps = cv2.bitwise_or(cv2.bitwise_or(steps, mask[:, 1:]), mask[:, :-1])
+    hist = _histogram(steps)[:255]
+    if not hist.any():
+        return 0.0
+    return _median(hist) * (1.4826 / np.sqrt(2.0))
 
 
-def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
-    """White-on-black ink in [0, 1] with background removed and contrast stretched, or None."""
-    if _ink_is_dark(gray):
-        gray = 1.0 - gray
-    inked = _rough_ink_mask(gray)
-    residual = gray - _background_field(gray, inked)
+def _background_field(levels: np.ndarray, inked: np.ndarray, overall: int) -> np.ndarray | None:
+    """The (possibly uneven) background of a bright-ink-on-dark image, or None for one level.
 
-    # Paper level and noise from the pixels outside the rough ink mask.
-    flat = residual.ravel()
-    paper = residual[~inked] if not inked.all() else flat
-    k50 = int(0.50 * (paper.size - 1))
-    p50 = float(np.partition(paper, k50)[k50])  # O(n) order statistic; a full sort costs more
-    sigma = _noise_sigma(residual, inked)
-    floor = p50 + _NOISE_SIGMAS * sigma
-    candidates = flat[flat > floor + _MIN_THRESHOLD * (1.0 - floor)]
-    if candidates.size < _MIN_INK_PIXELS:
+    A coarse grid of tiles, each the mean of its paper pixels (those outside the rough ink mask
+    `inked`, 255 on ink), then a 3x3 median over the grid that ignores odd tiles out while a
+    lighting gradient passes unchanged (the median of a ramp is its middle), then bilinear
+    interpolation back to full size. A tile that is mostly ink has no say and takes its
+    neighbours' level (or `overall`, the paper's median, without any). This follows shadows,
+    vignetting and lighting gradients of phone photos. Small images (MNIST's own 28x28 among
+    them) and evenly lit ones get one level: None.
+    """
+    h, w = levels.shape
+    rows = min(_TILE_GRID_MAX, h // _TILE_MIN_PX)
+    cols = min(_TILE_GRID_MAX, w // _TILE_MIN_PX)
+    if rows < 2 or cols < 2:
         return None
-    k_ink = int(_INK_PERCENTILE / 100 * (candidates.size - 1))
-    ink_level = float(np.partition(candidates, k_ink)[k_ink])
-    if ink_level - p50 < _MIN_CONTRAST:
+    # Tile statistics need no full resolution: area-reduce by an integer factor (exact and fast
+    # in OpenCV) that leaves each tile at least 8 px, over whole tiles only.
+    factor = max(1, min(h // rows, w // cols) // 8)
+    tile_h, tile_w = h // rows // factor, w // cols // factor
+    cut = (slice(0, rows * tile_h * factor), slice(0, cols * tile_w * factor))
+    reduced = (cols * tile_w, rows * tile_h)
+    mean = cv2.resize(levels[cut], reduced, interpolation=cv2.INTER_AREA)
+    # A reduced pixel with any ink in it is ink; its neighbours too, so that stroke fringes
+    # (anti-aliasing, JPEG ringing: below the rough mask's cut, but not paper) are left out.
+    inked = cv2.dilate(cv2.resize(inked[cut], reduced, interpolation=cv2.INTER_AREA), _NEIGHBOURS)
+    paper = cv2.compare(inked, 0, cv2.CMP_EQ)
+    on_paper = cv2.bitwise_and(mean, paper)
+    share = cv2.resize(paper.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+    sums = cv2.resize(on_paper.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+    valid = (share >= _TILE_MIN_PAPER * 255).astype(np.float32)
+    grid = sums * (255 / np.maximum(share, 1.0)) * valid
+    if not valid.all():
+        weight = cv2.blur(valid, (3, 3))
+        filled = cv2.blur(grid, (3, 3)) / np.maximum(weight, 1e-6)
+        grid = np.where(valid > 0, grid, np.where(weight > 0, filled, overall))
+    grid = cv2.medianBlur(np.rint(grid).astype(np.uint8), 3)
+    low, high, _, _ = cv2.minMaxLoc(grid)
+    if high - low <= _FLAT_LEVELS:
+        return None  # evenly lit: one level does as well, for less work
+    # Tile centres sit at (i + 0.5) * tile; INTER_LINEAR maps pixel centres the same way.
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _extract_ink(levels: np.ndarray) -> np.ndarray | None:
+    """White-on-black ink (uint8, stroke cores at 255) with the background removed and the
+    contrast stretched, or None when the picture holds no ink. All levels are 0-255."""
+    hist, border = _histogram(levels), _border_histogram(levels)
+    if _ink_is_dark(hist, border):
+        levels = cv2.bitwise_not(levels)
+        hist, border = hist[::-1], border[::-1]
+    cumulative = hist.cumsum()
+    n = cumulative[-1]
+
+    # Rough ink mask: halfway between the paper (border median) and the ink's extreme (99.9th
+    # percentile, so that a digit covering a small part of a big canvas still counts). It only
+    # keeps ink out of the background and noise estimates: a tight crop can be half ink.
+    paper_level = _median(border)
+    top = _kth(cumulative, int(0.999 * (n - 1)))
+    cut = int(paper_level + 0.5 * (top - paper_level))  # a level above the cut is ink
+    inked = cv2.threshold(levels, cut, 255, cv2.THRESH_BINARY)[1]
+    inked_share = 1.0 - cumulative[cut] / n
+    sigma = _noise_sigma(levels, inked)
+
+    # The residual (ink above the background) as a histogram over 0-255: the levels' own
+    # histogram shifted by a single background level, else that of levels - field, from every
+    # other row (its order statistics need no more; negative residuals saturate to 0).
+    background = _kth(cumulative, cumulative[cut] // 2)  # the paper's median
+    field = _background_field(levels, inked, background)
+    if field is None:
+        residual_hist = hist[background:]
+    else:
+        residual_hist = 2 * _histogram(cv2.subtract(levels[::2], field[::2]))
+
+    # The paper's residual median is 0 (the background is the paper's level), so the noise
+    # floor is a few noise deviations above 0, and every pixel above it is a candidate.
+    floor = _NOISE_SIGMAS * sigma
+    first = int(floor + _MIN_THRESHOLD * (255 - floor)) + 1
+    candidates = residual_hist[first:].cumsum()
+    count = candidates[-1] if candidates.size else 0.0
+    if count < _MIN_INK_PIXELS:
         return None
-    if ink_level - p50 < _MIN_CONTRAST_SIGMAS * sigma and inked.mean() < _BLANK_MAX_INKED:
+    ink_level = first + _kth(candidates, int(_INK_PERCENTILE / 100 * (count - 1)))
+    if ink_level < _MIN_CONTRAST * 255:
+        return None
+    if ink_level < _MIN_CONTRAST_SIGMAS * sigma and inked_share < _BLANK_MAX_INKED:
         # A photo of blank paper: its "ink" is the top of its own noise distribution. (When a
         # fifth of the picture is far from the paper level it is not blank: a '1' cropped to
         # its stroke has only anti-aliased fringe for paper, which reads as noise.)
@@ -479,91 +525,59 @@ def _extract_ink(gray: np.ndarray) -> np.ndarray | None:
     # Soft threshold: a linear ramp from the noise floor to the ink level, so anti-aliased
     # stroke edges keep their grey levels while paper texture and JPEG ringing go to zero.
     # A noise-free background (a digital drawing, a digit like MNIST's) needs no threshold.
-    span = ink_level - p50
-    minimum = _MIN_THRESHOLD * span if floor > p50 else 0.0
-    low = p50 + min(max(floor - p50, minimum), _MAX_THRESHOLD * span)
-    out = (residual - low) * (1.0 / (ink_level - low))
-    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+    minimum = _MIN_THRESHOLD * ink_level if floor > 0 else 0.0
+    low = min(max(floor, minimum), _MAX_THRESHOLD * ink_level)
+    scale = 255.0 / (ink_level - low)
+    # (levels - background - low) * scale, saturated to 0-255: one pass.
+    if field is None:
+        return cv2.addWeighted(levels, scale, levels, 0.0, -(background + low) * scale)
+    return cv2.addWeighted(levels, scale, field, -scale, -low * scale)
 
 
-def _extent(strong: np.ndarray, profile: np.ndarray) -> tuple[int, int]:
-    """[start, stop) of the ink along one axis, from its projection profiles.
+def _extent(strong: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of the clearly inked pixels along one axis, from their projection profile.
 
-    `strong` is the profile of clearly inked pixels only, so faint residue spread over a large
-    photo cannot stretch the box. Separate runs of ink at either end holding under
-    `_SPECK_MASS` of the total (a dot of dust, a pen tick beside the digit) are dropped, and the
-    outermost `_MASS_TRIM` of mass is ignored. `profile` (all ink) then lets the box grow back
-    over the anti-aliased fringe that the trim and the strong-ink test cut off.
+    Separate runs of ink at either end holding under `_SPECK_MASS` of the total (a dot of dust,
+    a pen tick beside the digit) are dropped, and the outermost `_MASS_TRIM` of mass is ignored.
     """
-    if not strong.any():  # only faint ink: measure that instead
-        strong = profile
-    inked = np.concatenate(([0], (strong > 0).astype(np.int8), [0]))
-    edges = np.diff(inked)
-    run_starts, run_stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    cumulative = np.concatenate(([0.0], np.cumsum(strong, dtype=np.float64)))
-    total = cumulative[-1]
-    run_mass = cumulative[run_stops] - cumulative[run_starts]
-    first, last = 0, len(run_starts) - 1
-    while first < last and run_mass[first] < _SPECK_MASS * total:
-        first += 1
-    while last > first and run_mass[last] < _SPECK_MASS * total:
-        last -= 1
-    low, high = int(run_starts[first]), int(run_stops[last])
-    kept = cumulative[high] - cumulative[low]
-    start = low + int(
-        np.searchsorted(cumulative[low + 1 : high + 1] - cumulative[low], _MASS_TRIM * kept)
-    )
-    stop = low + 1 + int(
-        np.searchsorted(
-            cumulative[low + 1 : high + 1] - cumulative[low], (1.0 - _MASS_TRIM) * kept
-        )
-    )
-    stop = min(max(stop, start + 1), high)
-    # Grow back over contiguous ink (anti-aliased fringes the trim cut off), but only a little,
-    # so that a speck a gap away is not pulled back in.
+    inked = strong.nonzero()[0]
+    low, high = int(inked[0]), int(inked[-1]) + 1
+    if high - low > inked.size:  # several runs of ink: drop light ones at either end
+        gaps = (inked[1:] - inked[:-1] > 1).nonzero()[0]
+        starts = np.concatenate(([low], inked[gaps + 1]))
+        stops = np.concatenate((inked[gaps] + 1, [high]))
+        cumulative = np.concatenate(([0], strong.cumsum()))
+        mass = cumulative[stops] - cumulative[starts]
+        heavy = (mass >= _SPECK_MASS * cumulative[-1]).nonzero()[0]
+        first, last = (heavy[0], heavy[-1]) if heavy.size else (-1, -1)
+        low, high = int(starts[first]), int(stops[last])
+    kept = strong[low:high].cumsum()
+    start, stop = kept.searchsorted((_MASS_TRIM * kept[-1], (1.0 - _MASS_TRIM) * kept[-1]))
+    return low + int(start), min(max(low + 1 + int(stop), low + int(start) + 1), high)
+
+
+def _grow(profile: np.ndarray, start: int, stop: int) -> tuple[int, int]:
+    """Widen [start, stop) over contiguous ink in `profile` (anti-aliased fringes that the trim
+    and the strong-ink test cut off), but only a little, so that a speck a gap away is not
+    pulled back in."""
     grow = max(1, round(_FRINGE * (stop - start)))
-    for _ in range(grow):
-        if start > 0 and profile[start - 1] > 0:
-            start -= 1
-        else:
-            break
-    for _ in range(grow):
-        if stop < profile.size and profile[stop] > 0:
-            stop += 1
-        else:
-            break
+    gaps = (profile <= 0).nonzero()[0]
+    before, after = gaps.searchsorted((start, stop))
+    start = max(start - grow, int(gaps[before - 1]) + 1 if before else 0)
+    stop = min(stop + grow, int(gaps[after]) if after < gaps.size else profile.size)
     return start, stop
-
-
-def _local_mean(ink: np.ndarray) -> np.ndarray:
-    """3x3 box mean. A stroke, even a 1 px anti-aliased one, keeps a 3x3 mean near a third of
-    its value or more; an isolated speck of paper grain that survived the threshold does not."""
-    padded = np.pad(ink, 1)
-    rows = padded[:-2] + padded[1:-1] + padded[2:]  # separable: 3 rows, then 3 columns
-    return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) * (1.0 / 9.0)
 
 
 def _stroke_width(ink: np.ndarray) -> float:
     """Mean stroke width in pixels: ink area over centre-line length, the length estimated as
     the count of ink/paper transitions over 2.55 (2 sides x 4/pi for random orientations)."""
-    mask = (ink > 0.5).view(np.int8)
-    transitions = np.count_nonzero(np.diff(mask, axis=0)) + np.count_nonzero(np.diff(mask, axis=1))
-    return 2.55 * float(mask.sum()) / max(transitions, 1)
-
-
-def _dilate(ink: np.ndarray, radius: int) -> np.ndarray:
-    """Grey-level dilation by a (2r+1)^2 square, separably, growing the canvas by r per side."""
-    out = np.pad(ink, radius)
-    for axis in (0, 1):
-        source = out.copy()
-        n = out.shape[axis]
-        for shift in range(1, radius + 1):
-            ahead = [slice(None)] * 2
-            behind = [slice(None)] * 2
-            ahead[axis], behind[axis] = slice(shift, n), slice(0, n - shift)
-            np.maximum(out[tuple(ahead)], source[tuple(behind)], out=out[tuple(ahead)])
-            np.maximum(out[tuple(behind)], source[tuple(ahead)], out=out[tuple(behind)])
-    return out
+    mask = cv2.threshold(ink, 127, 255, cv2.THRESH_BINARY)[1]
+    transitions = 0
+    if mask.shape[0] > 1:
+        transitions += cv2.countNonZero(cv2.absdiff(mask[1:], mask[:-1]))
+    if mask.shape[1] > 1:
+        transitions += cv2.countNonZero(cv2.absdiff(mask[:, 1:], mask[:, :-1]))
+    return 2.55 * cv2.countNonZero(mask) / max(transitions, 1)
 
 
 def _normalise_stroke(crop: np.ndarray) -> np.ndarray:
@@ -583,51 +597,68 @@ def _normalise_stroke(crop: np.ndarray) -> np.ndarray:
     work = 4 * DIGIT_BOX
     if longer > work:
         size = tuple(max(1, round(side * work / longer)) for side in crop.shape[::-1])
-        small = Image.fromarray(np.ascontiguousarray(crop), mode="F").resize(
-            size, Image.Resampling.BOX
-        )
-        crop = np.asarray(small)
-        peak = float(crop.max())
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        peak = cv2.minMaxLoc(crop)[1]
         if peak > 0:  # reducing a hairline spreads its ink thinner: restore full intensity
-            crop = np.minimum(crop * (1.0 / peak), 1.0)
+            crop = cv2.convertScaleAbs(crop, alpha=255.0 / peak)
         longer = max(crop.shape)
-    px_per_box = longer / DIGIT_BOX
-    radius = round((_TARGET_STROKE - width_in_box) * px_per_box / 2)
-    return _dilate(crop, radius) if radius > 0 else crop
+    radius = round((_TARGET_STROKE - width_in_box) * longer / DIGIT_BOX / 2)
+    if radius <= 0:
+        return crop
+    # Grey-level dilation by a (2r+1)^2 square, on a canvas grown by r per side.
+    grown = cv2.copyMakeBorder(crop, radius, radius, radius, radius, cv2.BORDER_CONSTANT, value=0)
+    return cv2.dilate(grown, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1,) * 2))
 
 
 def _fit_box(ink: np.ndarray) -> np.ndarray:
-    """Crop to the ink and scale, aspect preserved, so the longer side is DIGIT_BOX pixels."""
-    strong = np.where((ink >= _STRONG_INK) & (_local_mean(ink) >= _STRONG_INK * 0.8), ink, 0.0)
-    top, bottom = _extent(strong.sum(axis=1), ink.sum(axis=1))
-    left, right = _extent(strong.sum(axis=0), ink.sum(axis=0))
-    crop = _normalise_stroke(ink[top:bottom, left:right])
+    """Crop to the ink and scale, aspect preserved, so the longer side is DIGIT_BOX pixels.
+
+    Takes uint8 ink, returns float32 in [0, 1].
+    """
+    # Everything below happens inside the ink's bounding box (paper is exactly 0 after the
+    # soft threshold, so there is nothing outside it to measure).
+    x, y, w, h = cv2.boundingRect(ink)
+    ink = ink[y : y + h, x : x + w]
+    # Strong ink: clearly inked, in a 3x3 neighbourhood that is too. A stroke, even a 1 px
+    # anti-aliased one, keeps a 3x3 mean near a third of its value or more; an isolated speck of
+    # paper grain that survived the threshold does not.
+    local = cv2.blur(ink, (3, 3), borderType=cv2.BORDER_CONSTANT)
+    strong = cv2.threshold(ink, _STRONG_INK * 255 - 1, 0, cv2.THRESH_TOZERO)[1]
+    supported = cv2.threshold(local, _STRONG_INK * 0.8 * 255 - 1, 255, cv2.THRESH_BINARY)[1]
+    strong = cv2.bitwise_and(strong, supported)
+    if not cv2.countNonZero(strong):  # only faint ink: measure that instead
+        strong = ink
+    top, bottom = _extent(_profile(strong, 1))
+    left, right = _extent(_profile(strong, 0))
+    # The fringes belong to the digit only where they touch it: measure them inside its band,
+    # so that paper grain elsewhere on the same rows or columns does not count.
+    top, bottom = _grow(_profile(ink[:, left:right], 1), top, bottom)
+    left, right = _grow(_profile(ink[top:bottom], 0), left, right)
+    crop = _normalise_stroke(ink[top:bottom, left:right]).astype(np.float32) * (1 / 255)
     h, w = crop.shape
     longer = max(h, w)
     if longer == DIGIT_BOX:
         return crop
     size = (max(1, round(w * DIGIT_BOX / longer)), max(1, round(h * DIGIT_BOX / longer)))
-    # BOX is exact area averaging when shrinking (anti-aliased); BILINEAR when enlarging.
-    resample = Image.Resampling.BOX if longer > DIGIT_BOX else Image.Resampling.BILINEAR
-    box = Image.fromarray(np.ascontiguousarray(crop), mode="F").resize(size, resample)
-    return np.clip(np.asarray(box), 0.0, 1.0)
+    # INTER_AREA is exact area averaging when shrinking (anti-aliased); bilinear when enlarging.
+    interpolation = cv2.INTER_AREA if longer > DIGIT_BOX else cv2.INTER_LINEAR
+    box = cv2.resize(crop, size, interpolation=interpolation)
+    return np.minimum(box, 1.0, out=box)  # float rounding may pass 1 by an ulp
 
 
-def _centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
-    """(row, column) of the ink's centre of mass in pixel-index coordinates; needs some ink."""
-    mass = float(pixels.sum())
-    rows, cols = np.arange(pixels.shape[0]), np.arange(pixels.shape[1])
-    return float(pixels.sum(axis=1) @ rows) / mass, float(pixels.sum(axis=0) @ cols) / mass
+def _profile(pixels: np.ndarray, axis: int) -> np.ndarray:
+    """Sums of uint8 pixels along `axis` (0: one per column, 1: one per row)."""
+    return cv2.reduce(pixels, axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel()
 
 
 def _centre_in_field(box: np.ndarray) -> np.ndarray:
     """Paste the box into 28x28 with its centre of mass at (14, 14), clipped to the canvas."""
     h, w = box.shape
-    if float(box.sum()) <= 0.0:
-        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    cy, cx = _centre_of_mass(box)
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    mass, cy, cx = _centre_of_mass(box)
+    if mass <= 0.0:
+        return field
     top = min(max(round(CENTRE - cy), 0), IMAGE_SIZE - h)
     left = min(max(round(CENTRE - cx), 0), IMAGE_SIZE - w)
-    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     field[top : top + h, left : left + w] = box
     return field

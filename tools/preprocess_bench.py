@@ -1,13 +1,19 @@
-"""Measure and inspect `handler.preprocessing` from the command line (a tool, not shipped).
+"""Measure `handler.preprocessing` against its previous implementation, and preview its output.
 
-    python -m tools.preprocess_bench --bench            # time preprocess() per input kind
-    python -m tools.preprocess_bench a.jpg --out-dir d  # write the 28x28 the model would see
+    python -m tools.preprocess_bench                  # speed per input kind (make bench-preprocess)
+    python -m tools.preprocess_bench accuracy         # accuracy, same uploads, same model
+    python -m tools.preprocess_bench preview a.jpg --out-dir d   # the 28x28 the model sees
 
-`make bench-preprocess` runs the benchmark: a 28x28 MNIST PNG (already in MNIST's form, so it
-passes through), the same digit inverted (every step), a 300x300 RGB JPEG and a 4000x3000
-photo-like JPEG, taking turns so that they share the machine's conditions; JSON, then a table.
-The archive ships only the modules the handler imports (deploy/archive.py), so this one, which
-also reads MNIST through `train.mnist`, stays out of the .mar.
+The baseline is `tools.legacy_preprocessing`, the module as it was before its pixel work moved
+to OpenCV; it lives only here, so every figure below is a ratio from one run on one machine.
+
+Speed: per input kind, the median milliseconds per image on one thread of the legacy module,
+of today's module and of a plain full Pillow decode of the same bytes (`Image.open().load()`).
+The kinds take turns in blocks, so they share the machine's conditions over the whole run. The
+kinds: a 28x28 MNIST test PNG (MNIST's form: passes through), the same digit inverted (every
+step), a 300x300 RGB JPEG, a 4000x3000 photo-like JPEG, and sets of MNIST test digits as
+uploads of 64-400 px: scans (dark ink on paper, PNG and JPEG, tests/realistic.py) and drawings
+(light on dark, and dark ink on a transparent sheet). JSON first, then a table and the targets.
 """
 
 from __future__ import annotations
@@ -19,16 +25,51 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from handler.normalization import IMAGE_SIZE
-from handler.preprocessing import InvalidImage, decode_image, preprocess, to_mnist
-from train.mnist import DEFAULT_CACHE_DIR, MnistError, load_test_digits
+from handler import preprocessing
+from handler.normalization import IMAGE_SIZE, normalize
+from tools import legacy_preprocessing as legacy
 
-BLOCK = 10  # consecutive timed runs of one input kind before the next kind's turn
+BLOCK = 10  # consecutive timed runs of one kind and implementation before the next one's turn
+PNG_MAGIC = b"\x89PNG"
+
+
+@dataclass
+class Kind:
+    """One input kind: its uploads (timed in turn) and their labels where known."""
+
+    uploads: list[bytes]
+    labels: np.ndarray | None = None
+    max_side: int = field(init=False)  # the longest side among the uploads, in pixels
+
+    def __post_init__(self) -> None:
+        self.max_side = max(max(Image.open(io.BytesIO(data)).size) for data in self.uploads)
+
+
+# Targets of the speed run (issue 13). The least "speedup" (legacy/new) per kind ...
+SPEEDUP_TARGETS = {
+    "jpeg_300x300_rgb": 8.0,
+    "jpeg_4000x3000_photo": 4.0,
+    "png_28x28_inverted": 3.0,
+    "png_28x28_mnist": 1.0,  # no slower
+}
+MAX_PER_DECODE = 3.0  # ... and the most "per_decode" (new / a plain Pillow decode) for kinds up to
+PER_DECODE_MAX_SIDE = 400  # ... this many pixels on its longer side
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def _encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
 
 
 def _synthetic_digit(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
@@ -46,95 +87,235 @@ def _synthetic_digit(size: tuple[int, int], rng: np.random.Generator) -> Image.I
     return canvas
 
 
-def _encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
+def _drawing(digit28: np.ndarray, rng: np.random.Generator, transparent: bool) -> bytes:
+    """A digit drawn in an app, 64-400 px: light strokes on a dark canvas, or dark strokes on a
+    transparent sheet (the ink only in the alpha channel, as drawing apps export it)."""
+    rows, cols = np.flatnonzero(digit28.any(axis=1)), np.flatnonzero(digit28.any(axis=0))
+    crop = digit28[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = int(rng.integers(64, 401))
+    height = max(8, int(rng.uniform(0.4, 0.8) * side))
+    width = max(2, min(side - 4, round(crop.shape[1] * height / crop.shape[0])))
+    strokes = Image.fromarray(crop).resize((width, height), Image.Resampling.BICUBIC)
+    ink = np.zeros((side, side), dtype=np.uint8)
+    top, left = int(rng.integers(2, side - height - 1)), int(rng.integers(2, side - width - 1))
+    ink[top : top + height, left : left + width] = np.asarray(strokes)
+    if transparent:
+        rgba = np.zeros((side, side, 4), dtype=np.uint8)
+        rgba[..., :3] = rng.integers(0, 80, size=3)  # the pen's colour, where it is opaque
+        rgba[..., 3] = ink
+        return _encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    background, pen = rng.uniform(0, 60), rng.uniform(180, 255)
+    return _encode(Image.fromarray((background + (pen - background) * (ink / 255.0)).astype(
+        np.uint8), "L"), "PNG")
 
 
-def _first_mnist_digit(mnist_dir: Path) -> np.ndarray | None:
-    """The first MNIST test image (28x28 uint8) in `mnist_dir`, or None without a valid copy."""
+def _mnist(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """MNIST's test digits and labels from `mnist_dir`, or None (never downloads)."""
+    from train.mnist import MnistError, load_test_digits
+
     try:
-        images, _ = load_test_digits(mnist_dir)
+        return load_test_digits(mnist_dir)
     except MnistError:
         return None
-    return images[0]
 
 
-def _bench_inputs(mnist_dir: Path) -> dict[str, bytes]:
-    rng = np.random.default_rng(0)
-    digit28 = _first_mnist_digit(mnist_dir)
-    if digit28 is None:  # no MNIST around: an inverted synthetic digit of the same size
-        digit28 = 255 - np.asarray(_synthetic_digit((IMAGE_SIZE, IMAGE_SIZE), rng))
-    small = _synthetic_digit((300, 300), rng).convert("RGB")
-    photo = _synthetic_digit((4000, 3000), rng).convert("RGB")
-    return {
-        "png_28x28_mnist": _encode(Image.fromarray(np.ascontiguousarray(digit28), "L"), "PNG"),
-        # The same digit dark on light: not in MNIST's form, so it takes every step.
-        "png_28x28_inverted": _encode(Image.fromarray(255 - digit28, "L"), "PNG"),
-        "jpeg_300x300_rgb": _encode(small, "JPEG", quality=90),
-        "jpeg_4000x3000_photo": _encode(photo, "JPEG", quality=90),
+def bench_inputs(mnist_dir: Path, per_set: int, seed: int = 0) -> dict[str, Kind]:
+    """The input kinds; sets of `per_set` uploads made from MNIST test digits (a synthetic digit
+    stands in for the 28x28 kinds, and the sets are left out, when MNIST is not on disk)."""
+    from tests.realistic import render_realistic
+
+    rng = np.random.default_rng(seed)
+    mnist = _mnist(mnist_dir)
+    digit28 = (255 - np.asarray(_synthetic_digit((IMAGE_SIZE, IMAGE_SIZE), rng))
+               if mnist is None else mnist[0][0])  # fmt: skip
+    kinds = {
+        "png_28x28_mnist": Kind([_encode(Image.fromarray(digit28, "L"), "PNG")]),
+        "png_28x28_inverted": Kind([_encode(Image.fromarray(255 - digit28, "L"), "PNG")]),
+        "jpeg_300x300_rgb": Kind(
+            [_encode(_synthetic_digit((300, 300), rng).convert("RGB"), "JPEG", quality=90)]
+        ),
+        "jpeg_4000x3000_photo": Kind(
+            [_encode(_synthetic_digit((4000, 3000), rng).convert("RGB"), "JPEG", quality=90)]
+        ),
     }
+    if mnist is None:
+        return kinds
+    images, labels = mnist
+    picked = rng.choice(len(images), size=min(len(images), 4 * per_set), replace=False)
+    scans: dict[str, list] = {"png": [], "jpeg": []}
+    for index in picked:  # render_realistic picks the format: sort until both sets are full
+        data = render_realistic(images[index], rng)
+        bucket = scans["png" if data.startswith(PNG_MAGIC) else "jpeg"]
+        if len(bucket) < per_set:
+            bucket.append((data, labels[index]))
+    drawings = picked[:per_set]
+    for fmt, rows in scans.items():
+        kinds[f"scan_{fmt}_dark_on_light"] = Kind(
+            [d for d, _ in rows], np.asarray([y for _, y in rows])
+        )
+    kinds["drawing_png_light_on_dark"] = Kind(
+        [_drawing(images[i], rng, transparent=False) for i in drawings], labels[drawings]
+    )
+    kinds["drawing_png_transparent"] = Kind(
+        [_drawing(images[i], rng, transparent=True) for i in drawings], labels[drawings]
+    )
+    return kinds
 
 
-def bench(repeat: int, mnist_dir: Path) -> dict:
-    """Time `preprocess` per image for each input kind, `repeat` runs each.
+# --- speed ------------------------------------------------------------------------------------
 
-    The kinds take turns in blocks of `BLOCK` consecutive runs, so they share the machine's
-    conditions over the whole measurement, while each block sees what a server sees between
-    uploads of one kind. (One run per turn would time every 28x28 PNG right after a 12 MP
-    photo had flushed the caches: measured, that doubles its median.)
-    """
-    inputs = _bench_inputs(mnist_dir)
-    for data in inputs.values():  # warm-up: imports, plugin registration, allocator
-        preprocess(data)
-    # Wall time is what a caller waits; this thread's CPU time is the cost itself, which stays
-    # meaningful on a machine shared with other jobs (where wall time inflates).
-    samples: dict[str, list[float]] = {name: [] for name in inputs}
-    cpu: dict[str, list[float]] = {name: [] for name in inputs}
-    for first in range(0, repeat, BLOCK):
-        for name, data in inputs.items():
-            for _ in range(min(BLOCK, repeat - first)):
-                start, start_cpu = time.perf_counter(), time.thread_time()
-                preprocess(data)
-                cpu[name].append((time.thread_time() - start_cpu) * 1000.0)
-                samples[name].append((time.perf_counter() - start) * 1000.0)
+
+def _pillow_decode(data: bytes) -> None:
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+
+
+IMPLEMENTATIONS: dict[str, Callable[[bytes], object]] = {
+    "decode": _pillow_decode,
+    "legacy": legacy.preprocess,
+    "new": preprocessing.preprocess,
+}
+
+
+def bench(kinds: dict[str, Kind], repeat: int, repeat_large: int) -> dict:
+    """Median ms per image for each kind and implementation, `repeat` runs each (kinds over a
+    megapixel: `repeat_large`), in blocks of BLOCK runs that take turns."""
+    runs = {
+        name: repeat_large if kind.max_side > 1000 else repeat for name, kind in kinds.items()
+    }
+    for kind in kinds.values():  # warm-up: imports, plugin registration, allocator
+        for data in kind.uploads:
+            for run in IMPLEMENTATIONS.values():
+                run(data)
+    wall = {(k, i): [] for k in kinds for i in IMPLEMENTATIONS}
+    cpu = {(k, i): [] for k in kinds for i in IMPLEMENTATIONS}
+    for first in range(0, max(runs.values()), BLOCK):
+        for name, kind in kinds.items():
+            for impl, run in IMPLEMENTATIONS.items():
+                for n in range(first, min(first + BLOCK, runs[name])):
+                    data = kind.uploads[n % len(kind.uploads)]
+                    start, start_cpu = time.perf_counter(), time.thread_time()
+                    run(data)
+                    cpu[name, impl].append(time.thread_time() - start_cpu)
+                    wall[name, impl].append(time.perf_counter() - start)
     results = {}
-    for name, times in samples.items():
-        times.sort()
-        results[name] = {
-            "bytes": len(inputs[name]),
-            "runs": len(times),
-            "median_ms": round(statistics.median(times), 4),
-            "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 4),
-            "cpu_median_ms": round(statistics.median(cpu[name]), 4),
-        }
-    base = results["png_28x28_mnist"]["median_ms"]
-    for row in results.values():
-        row["x_png_28x28"] = round(row["median_ms"] / base, 1)
+    for name, kind in kinds.items():
+        row = {"images": len(kind.uploads), "max_side": kind.max_side, "runs": runs[name],
+               "bytes_median": int(statistics.median(len(d) for d in kind.uploads))}  # fmt: skip
+        for impl in IMPLEMENTATIONS:
+            row[f"{impl}_ms"] = round(1000 * statistics.median(wall[name, impl]), 4)
+            row[f"{impl}_cpu_ms"] = round(1000 * statistics.median(cpu[name, impl]), 4)
+        row["speedup"] = round(row["legacy_ms"] / row["new_ms"], 2)
+        row["per_decode"] = round(row["new_ms"] / row["decode_ms"], 2)
+        row["legacy_per_decode"] = round(row["legacy_ms"] / row["decode_ms"], 2)
+        results[name] = row
     return results
 
 
-def _print_table(results: dict) -> None:
-    header = (
-        f"{'input':<24}{'bytes':>12}{'runs':>7}{'median ms':>12}{'p95 ms':>10}"
-        f"{'cpu ms':>9}{'x 28px':>9}"
-    )
+def targets(results: dict) -> list[dict]:
+    """Each target with the measured value and whether it is met."""
+    out = []
+    for name, minimum in SPEEDUP_TARGETS.items():
+        if name in results:
+            value = results[name]["speedup"]
+            out.append({"target": f"{name}: legacy/new >= {minimum:g}", "value": value,
+                        "met": value >= minimum})  # fmt: skip
+    for name, row in results.items():
+        if row["max_side"] <= PER_DECODE_MAX_SIDE:
+            value = row["per_decode"]
+            out.append({"target": f"{name}: new/decode <= {MAX_PER_DECODE:g}", "value": value,
+                        "met": value <= MAX_PER_DECODE})  # fmt: skip
+    return out
+
+
+def _print_speed(results: dict, checks: list[dict]) -> None:
+    header = (f"{'input':<28}{'imgs':>5}{'side':>6}{'decode ms':>11}{'legacy ms':>11}"
+              f"{'new ms':>9}{'legacy/new':>12}{'new/decode':>12}{'legacy/decode':>15}")
     print(header)
     print("-" * len(header))
-    for name, row in results.items():
-        print(
-            f"{name:<24}{row['bytes']:>12,}{row['runs']:>7}{row['median_ms']:>12.3f}"
-            f"{row['p95_ms']:>10.3f}{row['cpu_median_ms']:>9.3f}{row['x_png_28x28']:>9.1f}"
-        )
+    for name, r in results.items():
+        print(f"{name:<28}{r['images']:>5}{r['max_side']:>6}{r['decode_ms']:>11.3f}"
+              f"{r['legacy_ms']:>11.3f}{r['new_ms']:>9.3f}{r['speedup']:>11.1f}x"
+              f"{r['per_decode']:>11.2f}x{r['legacy_per_decode']:>14.1f}x")  # fmt: skip
+    print()
+    for check in checks:
+        print(f"{'met    ' if check['met'] else 'NOT met'}  {check['target']} ({check['value']:g})")
 
 
-def _preview(paths: list[Path], out_dir: Path | None) -> int:
+# --- accuracy ---------------------------------------------------------------------------------
+
+
+def accuracy(mnist_dir: Path, model_path: Path, count: int, seed: int) -> dict:
+    """Accuracy of the model through the legacy and today's preprocessing on the same uploads:
+    the realistic set and tight crops of tests/test_realistic_offline.py (same count and seeds
+    there), the drawing kinds, and the 10,000 MNIST test digits as PNGs (with how many of them
+    come back pixel-exact)."""
+    import torch
+
+    from handler.artifact import load_torchscript
+    from tests.realistic import encode_png, render_realistic_set, render_tight_crop
+
+    mnist = _mnist(mnist_dir)
+    if mnist is None:
+        raise SystemExit("accuracy needs MNIST: set MNIST_DIR or pass --mnist-dir")
+    images, labels = mnist
+    model, _ = load_torchscript(model_path)
+    uploads, upload_labels = render_realistic_set(images, labels, count, seed)
+    rng = np.random.default_rng(seed + 1)
+    tight = rng.choice(len(images), size=count // 2, replace=False)
+    kinds = bench_inputs(mnist_dir, per_set=min(count // 2, 2500), seed=seed + 2)
+    sets = {
+        "realistic uploads": (uploads, upload_labels),
+        "tight crops": ([render_tight_crop(images[i], rng) for i in tight], labels[tight]),
+        **{name: (k.uploads, k.labels) for name, k in kinds.items() if k.labels is not None},
+    }
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.cat([model(torch.from_numpy(c)) for c in np.array_split(
+                batch, max(1, len(batch) // 500))]).argmax(dim=1).numpy()  # fmt: skip
+
+    results = {}
+    for name, (data, truth) in sets.items():
+        row = {"images": len(data)}
+        for label, module in (("legacy", legacy), ("new", preprocessing)):
+            hits = predict(np.stack([module.preprocess(d) for d in data])) == truth
+            row[label] = round(float(hits.mean()), 5)
+        results[name] = row
+    pngs = [encode_png(image) for image in images]
+    exact_pixels = images.astype(np.float32) * (1 / 255)
+    row = {"images": len(pngs)}
+    for label, module in (("legacy", legacy), ("new", preprocessing)):
+        pixels = np.stack([module.to_mnist(module.decode_image(d)) for d in pngs])
+        row[label] = round(float((predict(normalize(pixels)[:, None]) == labels).mean()), 5)
+        row[f"{label}_pixel_exact"] = int(((pixels == exact_pixels).all(axis=(1, 2))).sum())
+    results["MNIST test PNGs"] = row
+    return results
+
+
+def _print_accuracy(results: dict) -> None:
+    header = f"{'set':<28}{'images':>8}{'legacy':>9}{'new':>9}"
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        print(f"{name:<28}{r['images']:>8}{r['legacy']:>9.2%}{r['new']:>9.2%}")
+    exact = results.get("MNIST test PNGs")
+    if exact:
+        print(f"MNIST test PNGs passed through pixel-exact: legacy "
+              f"{exact['legacy_pixel_exact']:,}, new {exact['new_pixel_exact']:,} of "
+              f"{exact['images']:,}")
+
+
+# --- preview ----------------------------------------------------------------------------------
+
+
+def preview(paths: list[Path], out_dir: Path | None) -> int:
+    """Print what today's preprocessing makes of each file; write the 28x28 PNGs to `out_dir`."""
     failures = 0
     for path in paths:
         try:
-            pixels = to_mnist(decode_image(path.read_bytes()))
-        except (OSError, InvalidImage) as exc:
+            pixels = preprocessing.to_mnist(preprocessing.decode_image(path.read_bytes()))
+        except (OSError, preprocessing.InvalidImage) as exc:
             print(f"{path}: {exc}", file=sys.stderr)
             failures += 1
             continue
@@ -148,37 +329,56 @@ def _preview(paths: list[Path], out_dir: Path | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: benchmark preprocessing (`--bench`) or preview what the model sees for image files."""
+    """CLI: `bench` (the default), `accuracy` or `preview FILES`."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.preprocess_bench",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    modes = parser.add_argument_group("what to do")
-    modes.add_argument("images", nargs="*", type=Path, help="image files to preprocess")
-    modes.add_argument("--bench", action="store_true", help="time preprocess() per input kind")
-    bench_opts = parser.add_argument_group("benchmark")
-    bench_opts.add_argument("--repeat", type=int, default=200, help="timed runs per input kind")
-    bench_opts.add_argument(
-        "--mnist-dir",
-        type=Path,
-        default=Path(os.environ.get("MNIST_DIR") or DEFAULT_CACHE_DIR),
-        help="MNIST IDX folder for the 28x28 sample (env MNIST_DIR; else train.mnist's "
-        "download cache); a synthetic digit if absent",
-    )
-    preview = parser.add_argument_group("preview")
-    preview.add_argument("--out-dir", type=Path, help="write each 28x28 result here as PNG")
-    args = parser.parse_args(argv)
-    if args.bench:
-        if args.repeat < 1:
-            parser.error("--repeat must be at least 1")
-        results = bench(args.repeat, args.mnist_dir)
-        print(json.dumps({"preprocess_ms": results}, indent=2))
-        _print_table(results)
+    parser.add_argument("command", nargs="?", default="bench",
+                        choices=("bench", "accuracy", "preview"), help="what to do")
+    parser.add_argument("files", nargs="*", type=Path, help="preview: image files")
+    from train.mnist import DEFAULT_CACHE_DIR
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--mnist-dir", type=Path,
+                      default=Path(os.environ.get("MNIST_DIR") or DEFAULT_CACHE_DIR),
+                      help="MNIST IDX folder (env MNIST_DIR; else train.mnist's cache). "
+                      "Without it the speed run uses a synthetic digit and no sets")
+    speed = parser.add_argument_group("bench")
+    speed.add_argument("--repeat", type=int, default=200, help="timed runs per kind")
+    speed.add_argument("--repeat-large", type=int, default=20,
+                       help="timed runs per kind over a megapixel")
+    speed.add_argument("--per-set", type=int, default=50, help="uploads in each set kind")
+    acc = parser.add_argument_group("accuracy")
+    acc.add_argument("--model", type=Path,
+                     default=Path(os.environ.get("LENET_MODEL", "artifacts/lenet.pt")),
+                     help="TorchScript model (env LENET_MODEL)")
+    acc.add_argument("--count", type=int, default=1000, help="realistic uploads")
+    acc.add_argument("--seed", type=int, default=20260415,
+                     help="seed of the realistic set (tests/test_realistic_offline.py's)")
+    look = parser.add_argument_group("preview")
+    look.add_argument("--out-dir", type=Path, help="write each 28x28 result here as PNG")
+    args = parser.parse_args(argv)  # fmt: skip
+
+    if args.command == "preview":
+        if not args.files:
+            parser.error("preview needs image files")
+        return preview(args.files, args.out_dir)
+    if args.files:
+        parser.error(f"{args.command} takes no files")
+    if args.command == "accuracy":
+        results = accuracy(args.mnist_dir, args.model, args.count, args.seed)
+        print(json.dumps({"accuracy": results}, indent=2))
+        _print_accuracy(results)
         return 0
-    if not args.images:
-        parser.error("give image files to preview, or --bench")
-    return _preview(args.images, args.out_dir)
+    if min(args.repeat, args.repeat_large, args.per_set) < 1:
+        parser.error("--repeat, --repeat-large and --per-set must be at least 1")
+    results = bench(bench_inputs(args.mnist_dir, args.per_set), args.repeat, args.repeat_large)
+    checks = targets(results)
+    print(json.dumps({"preprocess_ms": results, "targets": checks}, indent=2))
+    _print_speed(results, checks)
+    return 0
 
 
 if __name__ == "__main__":
