@@ -125,9 +125,8 @@ class Upstream:
             if self.explains:
                 self.explain_note = "available"
             else:
-                self.explain_note = "TorchServe gives no explanations for this model: " + (
-                    _describe(resp) if resp.status_code != 200 else "its answer has no panels"
-                )
+                why = _describe(resp) if resp.status_code != 200 else "an answer without panels"
+                self.explain_note = f"not available, TorchServe gives no explanations yet ({why})"
             logger.info("explanations: %s", self.explain_note)
 
     def _forget_explanations(self) -> None:

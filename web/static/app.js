@@ -308,7 +308,7 @@
     if (values) drawAttribution(values);
     $("attribution-na").hidden = has("attribution_png") || Boolean(values);
     $("explanation-note").textContent =
-      explanation || !note ? "" : `Model input and attribution map: ${note}`;
+      explanation || !note ? "" : `Model input and attribution map: ${note}.`;
   }
 
   function toggle(id, visible, placeholderId) {
