@@ -1,6 +1,7 @@
 # Single entry point. Every target creates (or reuses) the local .venv by itself.
 #   make run    train if needed -> archive -> serve -> one real prediction (server left running)
-#   make test   ruff + unit, integration (real TorchServe) and docker-compose tests
+#   make demo   the draw-a-digit page on http://127.0.0.1:8000 (TorchServe started if needed)
+#   make test   ruff + unit, integration (real TorchServe), browser and docker-compose tests
 # MNIST comes from $MNIST_DIR when set, else it is downloaded once into ~/.cache/lenet-mnist.
 
 SHELL := /bin/bash
@@ -10,8 +11,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HANDLER_SOURCES := $(wildcard handler/*.py) handler/response.schema.json
 DURATION ?= 10m
+WEB_HOST ?= 127.0.0.1
+WEB_PORT ?= 8000
 
-.PHONY: venv train archive serve stop status run predict test test-unit lint schema \
+.PHONY: venv train archive serve stop status run demo predict test test-unit test-browser lint schema \
         bench bench-batch bench-preprocess loadtest tune compose-test faults soak clean
 
 venv: $(STAMP)
@@ -47,6 +50,13 @@ run: model_store/lenet.mar
 	$(PY) -m deploy serve
 	$(PY) -m handler.client demo
 
+# The draw-a-digit page in the foreground: Ctrl-C stops the page. TorchServe is started when it
+# is not running and, as after `make run`, keeps running: `make stop` stops it.
+demo: model_store/lenet.mar
+	@$(PY) -m deploy status >/dev/null 2>&1 || $(PY) -m deploy serve
+	@echo "Ctrl-C stops the page; TorchServe keeps running until \`make stop\`."
+	$(PY) -m web --host $(WEB_HOST) --port $(WEB_PORT)
+
 # --- tests ---------------------------------------------------------------------------------
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -60,6 +70,11 @@ test: lint model_store/lenet.mar
 
 test-unit: lint
 	$(PY) -m pytest -m "not integration and not docker and not slow" $(PYTEST_ARGS)
+
+# Headless Chromium (Debian's chromium, installed by the tests as root) against a private
+# TorchServe and the page's app. LENET_WEB_SCREENSHOT=docs/web-demo.png refreshes the README's.
+test-browser: lint model_store/lenet.mar
+	$(PY) -m pytest -m browser tests/browser $(PYTEST_ARGS)
 
 schema: $(STAMP)
 	$(PY) -m handler.schemas

@@ -8,6 +8,7 @@ so `-m` selects exactly what the layout shows:
     tests/integration/  against a real TorchServe                  -> integration
     tests/faults/       faults injected into real processes        -> faults, slow, integration
     tests/compose/      the docker-compose deployment               -> docker
+    tests/browser/      the web page in headless Chromium           -> browser, integration, slow
 
 `slow` and `gpu` are set by the tests that need them. A test that asks for a server fixture
 outside integration/ or faults/ is a collection error, so `-m "not integration"` never starts one.
@@ -58,6 +59,7 @@ TIER_MARKERS = {
     "integration": ("integration",),
     "faults": ("faults", "slow", "integration"),
     "compose": ("docker",),
+    "browser": ("browser", "integration", "slow"),
 }
 SERVER_FIXTURES = {"torchserve", "torchserve_factory"}
 

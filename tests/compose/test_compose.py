@@ -69,7 +69,9 @@ def gpu_devices(service: dict) -> list[dict]:
 @pytest.mark.parametrize("compose_file", [GPU_FILE, CPU_FILE], ids=["gpu", "cpu"])
 def test_compose_file_is_valid_and_complete(compose_file):
     services = rendered(compose_file)["services"]
-    assert set(services) == {"train", "torchserve", "locust-pool", "locust-master", "locust-worker"}
+    assert set(services) == {
+        "train", "torchserve", "web", "locust-pool", "locust-master", "locust-worker"
+    }  # fmt: skip
     server = services["torchserve"]
     assert server["restart"] == "unless-stopped"
     assert server["healthcheck"]["test"] == ["CMD", "/app/deploy/healthcheck.py"]
@@ -78,6 +80,11 @@ def test_compose_file_is_valid_and_complete(compose_file):
     for name in ("locust-pool", "locust-master", "locust-worker"):
         assert services[name]["profiles"] == ["loadtest"]
     assert "--expect-workers" in " ".join(services["locust-master"]["command"])
+    web = services["web"]
+    assert web["command"][:3] == ["python", "-m", "web"]
+    assert web["environment"]["LENET_KEY_FILE"] == "/srv/lenet/run/key_file.json"
+    assert any(v.endswith(":/srv/lenet/run:ro") for v in _volume_specs(web)), "key volume not ro"
+    assert "profiles" not in web  # `up` brings the page up with the server
 
 
 def _volume_specs(service: dict) -> list[str]:
@@ -98,6 +105,9 @@ def test_gpu_file_reserves_nvidia_gpus_and_keeps_management_local():
         assert devices and devices[0]["driver"] == "nvidia", name
         assert devices[0]["capabilities"] == ["gpu"], name
     assert not gpu_devices(services["locust-worker"])
+    assert not gpu_devices(services["web"])
+    # The page is published on this host's loopback only (the container binds its own 0.0.0.0).
+    assert "127.0.0.1" in json.dumps(services["web"]["ports"]), services["web"]["ports"]
     assert services["torchserve"]["build"]["args"]["TORCH_BUILD"] == "cuda"
     ports = json.dumps(services["torchserve"]["ports"])
     # v1 renders "127.0.0.1:8081:8081", v2 {"host_ip": "127.0.0.1", "target": 8081, ...}
@@ -112,6 +122,7 @@ def test_cpu_file_has_no_gpu_and_stays_on_loopback():
         assert service["network_mode"] == "host", name
         assert service["build"]["args"]["TORCH_BUILD"] == "cpu", name
     assert services["torchserve"]["environment"]["LENET_BIND"] == "127.0.0.1"
+    assert services["web"]["environment"]["LENET_WEB_HOST"] == "127.0.0.1"
     assert "127.0.0.1" in " ".join(services["locust-master"]["command"])
 
 

@@ -14,7 +14,6 @@ from PIL import Image, ImageDraw
 from project.paths import REPO_ROOT
 
 
-
 def run_tool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tools.preprocess_bench", *args],
