@@ -2,13 +2,13 @@
 
 - `mar_path` (session): `model_store/lenet.mar`; integration tests SKIP with the reason (build it
   with `make archive`) when it is missing.
-- `torchserve` (session): ONE real TorchServe (`deploy.launcher.TorchServe`) serving that archive
+- `torchserve` (session): ONE real TorchServe (`deploy.server.TorchServe.private`) serving that archive
   on free ports with token auth on and server-side batching (batchSize 16, maxBatchDelay 20 ms,
   so concurrent requests really share a forward pass). Attributes: `inference_url`,
   `management_url`, `metrics_url`, `predict_url`, `inference_token`, `management_token`,
   `key_file`, `run_dir`, `pid`, `worker_pids()`, `workers()`. Do not stop or reconfigure it.
 - `torchserve_factory` (function): `torchserve_factory(**kwargs)` starts a PRIVATE server
-  (`TorchServe(**kwargs)`, e.g. `model_config_overrides={"batchSize": 4}`, `token_auth=False`,
+  (`TorchServe.private(run_dir, **kwargs)`, `deploy.config.ServerConfig` fields, e.g. `model_config_overrides={"batchSize": 4}`, `token_auth=False`,
   `env={...}`, `stock=True`) on free ports in its own run dir and returns it started; pass
   `start=False` to get it unstarted. Every server it made is stopped at teardown.
 - `mnist_test` (session): `(images, labels)` of the 10,000 MNIST TEST digits, uint8 `(N, 28, 28)`
@@ -29,7 +29,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deploy.launcher import DEFAULT_MODEL_STORE, MAR_NAME, TorchServe, free_port
+from deploy.config import MAR_NAME
+from deploy.server import TorchServe
+from project import paths
 
 SESSION_MODEL_CONFIG = {"batchSize": 16, "maxBatchDelay": 20}
 
@@ -41,18 +43,9 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _free_ports() -> dict[str, int]:
-    return {
-        "inference_port": free_port(),
-        "management_port": free_port(),
-        "metrics_port": free_port(),
-        "grpc_ports": (free_port(), free_port()),
-    }
-
-
 @pytest.fixture(scope="session")
 def mar_path() -> Path:
-    mar = Path(os.environ.get("LENET_MODEL_STORE", DEFAULT_MODEL_STORE)) / MAR_NAME
+    mar = paths.model_store() / MAR_NAME
     if not mar.is_file():
         pytest.skip(f"{mar} is missing: build it with `make archive` (needs artifacts/lenet.pt)")
     return mar
@@ -60,12 +53,10 @@ def mar_path() -> Path:
 
 @pytest.fixture(scope="session")
 def torchserve(mar_path: Path, tmp_path_factory) -> Iterator[TorchServe]:
-    server = TorchServe(
+    server = TorchServe.private(
+        tmp_path_factory.mktemp("torchserve-session"),
         model_store=mar_path.parent,
-        run_dir=tmp_path_factory.mktemp("torchserve-session"),
         model_config_overrides=SESSION_MODEL_CONFIG,
-        token_auth=True,
-        **_free_ports(),
     )
     server.start()
     try:
@@ -80,11 +71,8 @@ def torchserve_factory(mar_path: Path, tmp_path) -> Iterator[Callable[..., Torch
 
     def make(start: bool = True, **kwargs) -> TorchServe:
         kwargs.setdefault("model_store", mar_path.parent)
-        kwargs.setdefault("run_dir", tmp_path / f"torchserve-{len(made)}")
-        kwargs.setdefault("token_auth", True)
-        for key, value in _free_ports().items():
-            kwargs.setdefault(key, value)
-        server = TorchServe(**kwargs)
+        run_dir = kwargs.pop("run_dir", tmp_path / f"torchserve-{len(made)}")
+        server = TorchServe.private(run_dir, **kwargs)
         made.append(server)
         return server.start() if start else server
 

@@ -2,7 +2,7 @@
 are, what a refused key looks like.
 
 They read the committed configuration (`deploy/config.properties`) and ask a real
-`deploy.launcher.TorchServe` (the conftest fixtures) through its management API; nothing is
+`deploy.server.TorchServe` (the conftest fixtures) through its management API; nothing is
 mocked.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE, auth_headers
-from deploy.launcher import BASE_CONFIG, read_properties
+from deploy.config import BASE_CONFIG, read_properties
 from handler.schemas import ErrorResponse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +31,9 @@ def configured_max_request_size() -> int | None:
 
 
 def max_image_pixels() -> int | None:
-    """The handler's decode limit (`handler.preprocessing.MAX_IMAGE_PIXELS`), if it has one."""
-    try:
-        from handler.preprocessing import MAX_IMAGE_PIXELS
-    except ImportError:
-        return None
+    """The handler's decode limit (`handler.limits.MAX_IMAGE_PIXELS`)."""
+    from handler.limits import MAX_IMAGE_PIXELS
+
     return MAX_IMAGE_PIXELS
 
 
@@ -62,7 +60,7 @@ class Endpoints:
 
 
 def endpoints(server) -> Endpoints:
-    """The endpoints of a `deploy.launcher.TorchServe` (the conftest fixtures hand those out)."""
+    """The endpoints of a `deploy.server.TorchServe` (the conftest fixtures hand those out)."""
     return Endpoints(
         inference_url=server.inference_url.rstrip("/"),
         management_url=server.management_url.rstrip("/"),

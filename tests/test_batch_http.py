@@ -153,7 +153,7 @@ def test_refused_token_fails_the_job_with_a_clear_message(torchserve, tmp_path):
 
 def test_dead_url_is_retried_then_rows_fail_and_a_live_url_takes_over(torchserve, tmp_path):
     server = torchserve
-    from deploy.launcher import free_port
+    from project.ports import free_port
 
     folder = tmp_path / "in"
     files = write_digits(folder, 24)

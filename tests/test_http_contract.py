@@ -196,7 +196,7 @@ def test_form_urlencoded_trap_is_400_with_how_to(torchserve, digits):
 def test_body_over_max_request_size_is_413(torchserve):
     from tests.server_access import read_properties
 
-    limit = int(read_properties(torchserve.config_path)["max_request_size"])
+    limit = int(read_properties(torchserve.run_dir / "config.properties")["max_request_size"])
     resp = post(torchserve, data=b"\0" * (limit + 1), headers={"Content-Type": "image/png"})
     assert resp.status_code == 413
     # The server is still fine afterwards.
