@@ -2,13 +2,15 @@
 
 - `mar_path` (session): `model_store/lenet.mar`; integration tests SKIP with the reason (build it
   with `make archive`) when it is missing.
-- `torchserve` (session): ONE real TorchServe (`deploy.server.TorchServe.private`) serving that archive
-  on free ports with token auth on and server-side batching (batchSize 16, maxBatchDelay 20 ms,
-  so concurrent requests really share a forward pass). Attributes: `inference_url`,
-  `management_url`, `metrics_url`, `predict_url`, `inference_token`, `management_token`,
-  `key_file`, `run_dir`, `pid`, `worker_pids()`, `workers()`. Do not stop or reconfigure it.
+- `torchserve` (session): ONE real TorchServe (`deploy.server.TorchServe.private`) serving that
+  archive on free ports with token auth on and server-side batching (batchSize 16,
+  maxBatchDelay 20 ms, so concurrent requests really share a forward pass). Attributes:
+  `inference_url`, `management_url`, `metrics_url`, `predict_url`, `inference_token`,
+  `management_token`, `key_file`, `run_dir`, `pid`, `worker_pids()`, `workers()`. Do not stop
+  or reconfigure it.
 - `torchserve_factory` (function): `torchserve_factory(**kwargs)` starts a PRIVATE server
-  (`TorchServe.private(run_dir, **kwargs)`, `deploy.config.ServerConfig` fields, e.g. `model_config_overrides={"batchSize": 4}`, `token_auth=False`,
+  (`TorchServe.private(run_dir, **kwargs)`, `deploy.config.ServerConfig` fields, e.g.
+  `model_config_overrides={"batchSize": 4}`, `token_auth=False`,
   `env={...}`, `stock=True`) on free ports in its own run dir and returns it started; pass
   `start=False` to get it unstarted. Every server it made is stopped at teardown.
 - `mnist_test` (session): `(images, labels)` of the 10,000 MNIST TEST digits, uint8 `(N, 28, 28)`

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
-from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE, auth_headers
 from deploy.config import BASE_CONFIG, read_properties
+from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE, auth_headers
 from handler.schemas import ErrorResponse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

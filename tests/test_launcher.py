@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from deploy.launcher import ServeError, TorchServe, free_port, port_in_use
 
 from deploy.keys import auth_headers
-from deploy.launcher import ServeError, TorchServe, free_port, port_in_use
 
 pytestmark = pytest.mark.integration
 

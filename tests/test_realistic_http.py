@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from handler.client import LenetClient
+
 from handler.schemas import Prediction
 from tests.realistic import render_realistic_set
 

@@ -8,7 +8,6 @@ cannot smuggle a cycle back in.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from project.paths import REPO_ROOT
 
