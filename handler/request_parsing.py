@@ -96,7 +96,7 @@ def parse_request(row: dict, content_type: str | None = None,
     # multipart/form-data: every field is one image, in the order the client sent them.
     limits.check_image_count(len(row))
     part_types = part_types or {}
-    return [_field_image(name, value, media_type(part_types.get(name)))
+    return [_field_image(name, value, media_type(part_types[name]) if name in part_types else None)
             for name, value in row.items()]  # fmt: skip
 
 
@@ -129,7 +129,9 @@ def _load_json(body: bytes):
     if body.startswith(codecs.BOM_UTF8):
         body = body[len(codecs.BOM_UTF8):]
     try:
-        return json.loads(body)  # bytes: UTF-8/16/32 detected as RFC 8259 says
+        # bytes: UTF-8/16/32 detected as RFC 8259 says. strict=False admits raw line breaks
+        # inside strings: `printf '{"image": "%s"}' "$(base64 f.png)"` wraps at 76 columns.
+        return json.loads(body, strict=False)
     except (ValueError, RecursionError) as exc:
         raise RequestError(f"the body is not valid JSON ({limits.clip(str(exc), 120)}); "
                            f"{HOW_TO_SEND}") from None
@@ -181,14 +183,15 @@ def _base64_image(name: str, value) -> ImageInput:
     return ImageInput(name, data)
 
 
-def _field_image(name: str, value, kind: str = "") -> ImageInput:
+def _field_image(name: str, value, kind: str | None = None) -> ImageInput:
     name = limits.clip(name, limits.MAX_NAME_CHARS)
     not_a_file = (f"form field '{name}' is not a file; attach the image with -F {name}=@file.png")
     if isinstance(value, (bytes, bytearray)):
         if not value:
             return ImageInput(name, error=f"form field '{name}' is empty")
-        if kind.startswith("text/") and _is_utf8(value):
-            # A field without a filename (-F name=text) is sent as text/plain.
+        if (kind == "" or (kind or "").startswith("text/")) and _is_utf8(value):
+            # A field without a filename (-F name=text) reaches the worker with no Content-Type
+            # (a file always has one); text in it is not an image.
             return ImageInput(name, error=not_a_file)
         return ImageInput(name, bytes(value))
     # A worker that decodes inputs hands a text field over as str.
