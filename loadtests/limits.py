@@ -164,6 +164,14 @@ def worker_memory(server: TorchServe) -> dict[int, dict]:
     return out
 
 
+def frontend_rss_mb(server: TorchServe) -> float | None:
+    """Resident memory of the server's JVM (the frontend), MiB."""
+    for proc in server.group_processes():
+        if proc.name() == "java":
+            return round(proc.memory_info().rss / 2**20, 1)
+    return None
+
+
 def _post(session: requests.Session, url: str, body: bytes, content_type: str,
           token: str | None, timeout: float = 120.0) -> tuple[int, float]:  # fmt: skip
     start = time.perf_counter()
@@ -200,6 +208,7 @@ def measure_batch(server: TorchServe, cand: Candidate, rounds: int = 3) -> dict:
         "worst_batch_s": max(r["batch_s"] for r in results),
         "worker_restarted": server.worker_pids() != pids_before,
         "worker_memory_before": memory_before, "worker_memory_after": worker_memory(server),
+        "frontend_rss_mb_after": frontend_rss_mb(server),
     }  # fmt: skip
 
 
@@ -218,44 +227,40 @@ def _attacker(url: str, token: str | None, body: bytes, ctype: str, stop_at: flo
 
 
 def _victims(url: str, token: str | None, body: bytes, rate: float, seconds: float,
-             clients: int = 4) -> tuple[list[float], dict]:  # fmt: skip
-    """`clients` paced clients sending `body` at `rate` req/s in all for `seconds`; latency is
+             connections: int = 32) -> tuple[list[float], dict]:  # fmt: skip
+    """Other clients: requests sent open-loop at `rate` req/s for `seconds`, each on its own
+    (a pool of `connections`), so one slow answer never delays the next send; latency is
     measured from each request's SCHEDULED time, so a stalled server is not hidden."""
     latencies, statuses, lock = [], {}, threading.Lock()
+    local = threading.local()
     start = time.perf_counter() + 0.1
-    interval = clients / rate
 
-    def client(offset: float) -> None:
-        session = requests.Session()
-        n = 0
-        while True:
-            due = start + offset + n * interval
-            if due - start > seconds:
-                return
-            time.sleep(max(0.0, due - time.perf_counter()))
-            try:
-                resp = session.post(url, data=body, timeout=60,
-                                    headers={"Content-Type": "image/png", **auth_headers(token)})
-                status = resp.status_code
-            except requests.RequestException as exc:
-                status = type(exc).__name__
-            with lock:
-                latencies.append(time.perf_counter() - due)
-                statuses[status] = statuses.get(status, 0) + 1
-            n += 1
+    def send(due: float) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        time.sleep(max(0.0, due - time.perf_counter()))
+        try:
+            resp = session.post(url, data=body, timeout=60,
+                                headers={"Content-Type": "image/png", **auth_headers(token)})
+            status = resp.status_code
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        with lock:
+            latencies.append(time.perf_counter() - due)
+            statuses[status] = statuses.get(status, 0) + 1
 
-    threads = [threading.Thread(target=client, args=(i * interval / clients,))
-               for i in range(clients)]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(connections) as pool:
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
+            time.sleep(max(0.0, due - 0.05 - time.perf_counter()))  # submit just ahead of time
+            pool.submit(send, due)
     return latencies, statuses
 
 
 def _quantiles(values: list[float]) -> dict:
     q = statistics.quantiles(values, n=100, method="inclusive")
-    return {"n": len(values), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
+    return {"n": len(values), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+            "over_100ms": sum(v > 0.1 for v in values)}
 
 
 def measure_attack(server: TorchServe, cand: Candidate, victim_png: bytes, rate: float = 40.0,
@@ -379,7 +384,8 @@ def _print_batch(r: dict) -> None:
     after = max(m["peak_rss_mb"] for m in r["worker_memory_after"].values())
     print(f"batch of {BATCH_SIZE} x {r['candidate']} ({r['body_bytes'] / 1e6:.2f} MB each): "
           f"{', '.join(str(x['batch_s']) for x in r['rounds'])} s; worker peak RSS "
-          f"{before:.0f} -> {after:.0f} MiB; restarted: {r['worker_restarted']}")
+          f"{before:.0f} -> {after:.0f} MiB; frontend RSS {r['frontend_rss_mb_after']} MiB; "
+          f"restarted: {r['worker_restarted']}")
 
 
 def _print_attack(r: dict) -> None:
