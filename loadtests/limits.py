@@ -4,6 +4,7 @@
     python -m loadtests.limits batch     # a whole batch (32) of the worst: time, worker memory
     python -m loadtests.limits attack    # other clients' p50/p99 alone vs beside a stream of it
     python -m loadtests.limits all       # the three, one JSON under loadtests/results/limits/
+    python -m loadtests.limits flood --count 100   # N bodies at the size limit, all at once
 
 Candidates are requests built to sit just inside the limits, each stressing one cost: the
 analysis of a 799x799 scan whose content is slowest to analyse, a 6 MP RGBA PNG (decoded
@@ -212,6 +213,27 @@ def measure_batch(server: TorchServe, cand: Candidate, rounds: int = 3) -> dict:
     }  # fmt: skip
 
 
+# --- flood: many bodies at the size limit at once (what only a proxy can bound) --------------
+def measure_flood(server: TorchServe, count: int) -> dict:
+    """`count` bodies of `max_body()` bytes of junk sent at once: cheap for the handler (refused
+    from the header), so what is measured is the frontend holding and forwarding the bytes."""
+    body = np.random.default_rng(2).bytes(max_body() - 1024)
+    url, token = server.predict_url, server.inference_token
+    pids_before = server.worker_pids()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(count) as pool:
+        results = list(pool.map(lambda _: _post(requests.Session(), url, body, "image/png", token),
+                                range(count)))  # fmt: skip
+    statuses: dict[str, int] = {}
+    for status, _ in results:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    return {"count": count, "body_bytes": len(body), "statuses": statuses,
+            "wall_s": round(time.perf_counter() - start, 2),
+            "max_latency_s": round(max(r[1] for r in results), 2),
+            "worker_restarted": server.worker_pids() != pids_before,
+            "frontend_rss_mb_after": frontend_rss_mb(server)}  # fmt: skip
+
+
 # --- attack: other clients beside a stream of the worst request ------------------------------
 def _attacker(url: str, token: str | None, body: bytes, ctype: str, stop_at: float,
               out: mp.Queue) -> None:  # fmt: skip
@@ -318,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: print each phase's figures and write them as JSON."""
     parser = argparse.ArgumentParser(prog="python -m loadtests.limits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=("cost", "batch", "attack", "all"))
+    parser.add_argument("phase", choices=("cost", "batch", "attack", "all", "flood"))
+    parser.add_argument("--count", type=int, action="append", default=None,
+                        help="bodies sent at once (flood; repeat; default: 32 and 100)")
     parser.add_argument("--workers", type=int, action="append", default=None,
                         help="workers of the server for batch/attack; repeat to compare "
                              "(default: 1, and 2 for attack)")  # fmt: skip
@@ -354,6 +378,22 @@ def _run_phases(args, cands, worst, workers, stamp, report) -> int:
     """batch (on the first worker count) and attack (on each); 1 if a worker restarted or a
     batch reached responseTimeout."""
     if args.phase == "cost":
+        return 0
+    if args.phase == "flood":
+        server = start_server(RESULTS_DIR / "limits" / f"{stamp}-servers" / "flood")
+        try:
+            for count in args.count or [32, 100]:
+                result = measure_flood(server, count)
+                report.setdefault("flood", []).append(result)
+                print(f"{count} bodies of {result['body_bytes']:,} bytes at once: "
+                      f"{result['statuses']} in {result['wall_s']} s (slowest "
+                      f"{result['max_latency_s']} s); worker restarted: "
+                      f"{result['worker_restarted']}; frontend RSS "
+                      f"{result['frontend_rss_mb_after']} MiB")
+                if result["worker_restarted"]:
+                    server.wait_ready()
+        finally:
+            server.stop()
         return 0
     failed = False
     runs = RESULTS_DIR / "limits" / f"{stamp}-servers"
