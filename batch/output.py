@@ -402,7 +402,7 @@ def open_output(path: str | Path, *, resume: bool, overwrite: bool,
         if resume:
             dropped = repair_torn_tail(path, fmt)
             if dropped:
-                logger.warning("%s: dropped a torn last row (%d bytes) left by a crash",
+                logger.warning("%s: dropped a torn last line (%d bytes) left by a crash",
                                path, dropped)
             existing.retried = _drop_retryable(path, fmt)
             if existing.retried:
