@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
-from batch import EXIT_JOB_FAILED, EXIT_OK, EXIT_ROW_ERRORS
+from batch import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, EXIT_ROW_ERRORS
 from handler import MODEL_NAME
 
 logger = logging.getLogger(__name__)
@@ -17,8 +18,11 @@ EPILOG = f"""exit status:
   {EXIT_OK}  every file was scored
   {EXIT_ROW_ERRORS}  finished, but some rows are errors (see the error column / --summary)
   {EXIT_JOB_FAILED}  the job failed: bad arguments, model missing, output exists without
-     --resume/--overwrite, or TorchServe refused the token (401 / 400 InvalidKeyException) or
-     does not know the model (404)
+     --resume/--overwrite or is in use by another run, --resume over another model's rows,
+     a write failed (disk full: no row is torn), or TorchServe refused the token (401 / 400
+     InvalidKeyException) or does not know the model (404)
+  {EXIT_INTERRUPTED}  stopped by SIGTERM or Ctrl-C: the rows scored so far are written whole;
+     --resume continues
 """
 
 
@@ -55,6 +59,9 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
                     help="continue an existing output: skip files already in it (default: off)")
     io.add_argument("--overwrite", action="store_true",
                     help="replace an existing output (default: refuse)")
+    io.add_argument("--allow-mixed-models", action="store_true",
+                    help="let --resume add rows of a model version other than the one the "
+                         "existing rows were scored with (default: refuse)")
     io.add_argument("--summary", type=Path, default=None, help="also write the summary as JSON")
     io.add_argument("--plot", type=Path, default=None,
                     help="PNG with histograms of predicted digits and confidence")
@@ -131,6 +138,12 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error("--workers must be 0 or more")
     if not args.input_dir.is_dir():
         parser.error(f"INPUT_DIR {args.input_dir} is not a folder")
+    for option in ("summary", "plot"):  # checked now, not after hours of scoring
+        path = getattr(args, option)
+        if path is not None and not path.parent.is_dir():
+            parser.error(f"--{option} {path}: folder {path.parent} does not exist")
+    if args.allow_mixed_models and not args.resume:
+        parser.error("--allow-mixed-models only applies with --resume")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,14 +166,27 @@ def main(argv: list[str] | None = None) -> int:
 
     options = JobOptions(input_dir=args.input_dir, output=args.output, glob=args.glob,
                          resume=args.resume, overwrite=args.overwrite, summary=args.summary,
-                         plot=args.plot, progress=not args.no_progress)  # fmt: skip
+                         plot=args.plot, progress=not args.no_progress,
+                         allow_mixed_models=args.allow_mixed_models)  # fmt: skip
+    # SIGTERM unwinds like Ctrl-C: the engine stops, its workers exit, written rows are synced.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = run_job(options, make_engine(args))
     except JobError as exc:
         print(f"batch score: error: {exc}", file=sys.stderr)
         return EXIT_JOB_FAILED
+    except KeyboardInterrupt:
+        print(f"batch score: interrupted; the rows scored so far are in {args.output} "
+              "(--resume continues)", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(summary.text(), file=sys.stderr)
     return EXIT_ROW_ERRORS if summary.errors else EXIT_OK
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ from pathlib import Path
 import requests
 from pydantic import ValidationError
 
-from batch.decode import describe_error
+from batch.decode import describe_error, read_input
 from batch.output import Row
 from client import multipart_body
+from deploy.config import BASE_CONFIG, read_properties
 from deploy.keys import (
     TOKEN_REFUSED_STATUS,
     TOKEN_REFUSED_TYPE,
@@ -55,6 +56,8 @@ from handler.schemas import (
 logger = logging.getLogger(__name__)
 
 RETRY_STATUS = {429, 500, 502, 503, 504, 507}
+# The committed body limit, quoted in the row error of TorchServe's bare 413 (no body).
+BODY_LIMIT = int(read_properties(BASE_CONFIG).get("max_request_size", 6_553_500))
 PER_IMAGE_STATUS = {400, 413, 415, 422}
 FATAL_STATUS = {404: "the model is not registered there"}
 _DONE = object()
@@ -153,8 +156,9 @@ class HttpEngine:
 
     def _post_once(self, session: requests.Session, items: list[tuple[str, bytes]]):
         url = f"{self._next_url()}/predictions/{self.model_name}"
-        body, content_type = multipart_body([data for _, data in items],
-                                            [os.path.basename(rel) for rel, _ in items])
+        # Field and file names are image<i>: a file's own name (not UTF-8, quotes, line breaks)
+        # never reaches the request; the rows map answers back by position.
+        body, content_type = multipart_body([data for _, data in items])
         self.requests_sent += 1
         token = self.token
         try:
@@ -219,7 +223,7 @@ class HttpEngine:
         if resp.status_code in PER_IMAGE_STATUS:
             if len(items) > 1:  # find out which image was bad: one request per image
                 return [row for item in items for row in self._post(session, [item])]
-            return [self._row(items[0][0], error=_error_text(resp))]
+            return [self._row(items[0][0], error=_error_text(resp, len(items[0][1])))]
         if resp.status_code != 200:
             msg = f"HTTP {resp.status_code}: {resp.text[:200].strip()}"
             return [self._row(rel, error=msg) for rel, _ in items]
@@ -290,9 +294,8 @@ class HttpEngine:
                     rows, items = [], []
                     for rel in group:
                         try:
-                            with open(os.path.join(root, rel), "rb") as f:
-                                items.append((rel, f.read()))
-                        except OSError as exc:  # vanished, a directory, unreadable
+                            items.append((rel, read_input(os.path.join(root, rel))))
+                        except OSError as exc:  # vanished, not a regular file, too large
                             rows.append(self._row(rel, error=describe_error(exc)))
                     if items:
                         rows.extend(self._post(session, items))
@@ -339,9 +342,16 @@ def _is_auth_failure(resp: requests.Response) -> bool:
     )
 
 
-def _error_text(resp: requests.Response) -> str:
+def _error_text(resp: requests.Response, size: int) -> str:
+    """The row error for a refused image: the handler's own message (it names the limit), or,
+    for the frontend's bare 413, the body limit the request ran into."""
     try:
         body = ErrorResponse.model_validate_json(resp.content)
         return f"{body.type}: {body.message}"
     except ValidationError:
-        return f"HTTP {resp.status_code}: {resp.text[:200].strip()}"
+        pass
+    if resp.status_code == 413:
+        return (f"HTTP 413: the request is over the server's body limit (TorchServe's "
+                f"max_request_size, {BODY_LIMIT:,} bytes in deploy/config.properties); the file "
+                f"is {size:,} bytes")  # fmt: skip
+    return f"HTTP {resp.status_code}: {resp.text[:200].strip()}"

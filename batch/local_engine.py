@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from batch.decode import prepare_chunk, ready
+from batch.decode import PARENT_PID_ENV, prepare_chunk, ready, worker_init
 from batch.output import Row
 from handler.inputs import Prepared
 from handler.predictor import Predictor
@@ -76,9 +76,13 @@ class LocalEngine:
             # inherit this environment; the fork server preloads the torch-free decode module.
             for var in SINGLE_THREAD_ENV:
                 os.environ.setdefault(var, "1")
+            # No orphans: the fork server dies with this process (batch.forkserver_guard) and
+            # each worker with the fork server (worker_init), whatever signal ends the job.
+            os.environ[PARENT_PID_ENV] = str(os.getpid())
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["batch.decode"])
-            self._pool = ProcessPoolExecutor(options.workers, mp_context=ctx)
+            ctx.set_forkserver_preload(["batch.forkserver_guard", "batch.decode"])
+            self._pool = ProcessPoolExecutor(options.workers, mp_context=ctx,
+                                             initializer=worker_init)  # fmt: skip
         # LeNet's forward pass costs a fraction of decoding an image, so intra-op threads buy
         # nothing and, beside busy decode workers, make OpenMP threads spin against them.
         torch.set_num_threads(options.torch_threads)

@@ -32,6 +32,7 @@ class Summary:
     error_kinds: Counter = field(default_factory=Counter)
     error_examples: list[dict] = field(default_factory=list)
     scored_this_run: int = 0
+    retried_rows: int = 0  # error rows of earlier runs removed by --resume to be scored again
     resumed_rows: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -78,6 +79,7 @@ class Summary:
             "rows_error": self.errors,
             "scored_this_run": self.scored_this_run,
             "resumed_rows": self.resumed_rows,
+            "retried_rows": self.retried_rows,
             "per_digit": {str(d): self.digits.get(d, 0) for d in range(10)},
             "error_kinds": dict(self.error_kinds.most_common()),
             "error_examples": self.error_examples,
@@ -101,7 +103,8 @@ class Summary:
         lines = [
             f"model {d['model']} {d['model_version']} via {d['engine']} engine",
             f"rows: {d['rows_total']} ({d['rows_ok']} ok, {d['rows_error']} errors; "
-            f"{d['scored_this_run']} scored now, {d['resumed_rows']} from earlier runs)",
+            f"{d['scored_this_run']} scored now, {d['resumed_rows']} from earlier runs"
+            + (f", {d['retried_rows']} retried" if d["retried_rows"] else "") + ")",
             f"per digit: {per_digit}",
             f"elapsed {d['elapsed_s']:.1f} s, {d['images_per_s'] or 0:.1f} images/s, "
             f"peak RSS {d['peak_rss_mb']:.0f} MB"

@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+import psutil
 import requests
 
 from deploy import keys
@@ -27,25 +28,65 @@ from deploy.server import ServeError, TorchServe
 from handler import MODEL_NAME
 from project import paths
 
-PID_FILE_NAME = "torchserve.pid"  # the process group of the background server, and its config
+# The background server's process group, the identity of its leader (command line and start
+# time, so a pid reused by another program is never signalled), and its config.
+PID_FILE_NAME = "torchserve.pid"
+
+
+class PidFileError(RuntimeError):
+    """The pid file cannot be trusted: unreadable, or it names a process that is not ours."""
+
+
+class StalePidFile(PidFileError):
+    """The pid file named a process group now led by another program (removed, not signalled)."""
 
 
 def _pid_file(run_dir: Path) -> Path:
     return run_dir / PID_FILE_NAME
 
 
+def _identity(pid: int) -> dict:
+    """What identifies a process beyond its (reusable) pid: command line and start time."""
+    proc = psutil.Process(pid)
+    return {"leader_cmdline": proc.cmdline(), "leader_create_time": proc.create_time()}
+
+
 def _load_running(run_dir: Path) -> TorchServe | None:
-    """The background server recorded in the run dir's pid file, if its process is alive."""
+    """The background server recorded in the run dir's pid file, if it is still that server.
+
+    None when there is no pid file or the server is gone (the stale file is removed). Raises
+    PidFileError, signalling nothing, when the file is unreadable or its process group is now
+    led by another program (a reused pid).
+    """
+    path = _pid_file(run_dir)
     try:
-        record = json.loads(_pid_file(run_dir).read_text())
+        record = json.loads(path.read_text())
+        pgid = int(record.pop("pgid"))
+        expected = {k: record.pop(k) for k in ("leader_cmdline", "leader_create_time")}
+        config = ServerConfig(**record)
     except FileNotFoundError:
         return None
-    pgid = record.pop("pgid")
-    server = TorchServe(ServerConfig(**record), run_dir).attach(pgid)
-    if not server.group_processes():
-        _pid_file(run_dir).unlink(missing_ok=True)  # stale: the server is gone
+    except (ValueError, KeyError, TypeError) as exc:  # empty, truncated, edited, old format
+        raise PidFileError(f"pid file {path} is unreadable ({type(exc).__name__}: {exc}); "
+                           "nothing was signalled. If TorchServe still runs, stop it by hand "
+                           "(see `ps -ef | grep torchserve`), then delete the file") from None
+    try:
+        actual = _identity(pgid)
+    except psutil.NoSuchProcess:
+        actual = None
+    except psutil.AccessDenied:
+        actual = {}
+    if actual is None:
+        path.unlink(missing_ok=True)  # stale: the leader is gone (TorchServe.stop kills groups)
         return None
-    return server
+    if actual.get("leader_cmdline") != expected["leader_cmdline"] or abs(
+            actual.get("leader_create_time", 0) - expected["leader_create_time"]) > 0.01:
+        path.unlink(missing_ok=True)
+        now = " ".join(actual.get("leader_cmdline") or ["(a process we may not inspect)"])
+        raise StalePidFile(f"pid file {path} was stale: process {pgid} is now {now[:120]!r}, "
+                           "not the TorchServe it recorded; nothing was signalled and the file "
+                           "was removed")  # fmt: skip
+    return TorchServe(config, run_dir).attach(pgid)
 
 
 def cmd_archive(args) -> int:
@@ -62,7 +103,11 @@ def cmd_archive(args) -> int:
 
 def cmd_serve(args) -> int:
     run_dir = args.run_dir.resolve()
-    running = _load_running(run_dir)
+    try:
+        running = _load_running(run_dir)
+    except PidFileError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        running = None
     if running is not None:
         print(f"TorchServe already running (pid {running.pid}) at {running.inference_url}; "
               "`python -m deploy stop` first")  # fmt: skip
@@ -76,7 +121,7 @@ def cmd_serve(args) -> int:
     except ServeError as exc:
         print(f"TorchServe failed to start:\n{exc}", file=sys.stderr)
         return 1
-    record = {"pgid": server.pid, **dataclasses.asdict(config),
+    record = {"pgid": server.pid, **_identity(server.pid), **dataclasses.asdict(config),
               "model_store": str(config.model_store)}  # fmt: skip
     _pid_file(run_dir).write_text(json.dumps(record, indent=2) + "\n")
     workers = server.workers()
@@ -90,8 +135,13 @@ def cmd_serve(args) -> int:
 
 
 def _running_or_say(run_dir: Path) -> TorchServe | None:
-    """The background server of `run_dir`; None (and a line saying so) when none runs."""
-    server = _load_running(run_dir)
+    """The background server of `run_dir`; None, and a line saying why, when none runs (a stale
+    pid file is removed, nothing signalled). Raises PidFileError for an unreadable pid file."""
+    try:
+        server = _load_running(run_dir)
+    except StalePidFile as exc:
+        print(f"no TorchServe running from {run_dir}: {exc}")
+        return None
     if server is None:
         print(f"no TorchServe running from {run_dir}")
     return server
@@ -99,7 +149,12 @@ def _running_or_say(run_dir: Path) -> TorchServe | None:
 
 def cmd_stop(args) -> int:
     run_dir = args.run_dir.resolve()
-    if (server := _running_or_say(run_dir)) is None:
+    try:
+        server = _running_or_say(run_dir)
+    except PidFileError as exc:
+        print(f"stop: {exc}", file=sys.stderr)
+        return 1
+    if server is None:
         return 0
     pid = server.pid
     try:
@@ -113,7 +168,12 @@ def cmd_stop(args) -> int:
 
 
 def cmd_status(args) -> int:
-    if (server := _running_or_say(args.run_dir.resolve())) is None:
+    try:
+        server = _running_or_say(args.run_dir.resolve())
+    except PidFileError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 1
+    if server is None:
         return 1
     try:
         ping = requests.get(f"{server.inference_url}/ping", timeout=5,

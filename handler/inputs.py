@@ -53,9 +53,11 @@ def describe_failure(exc: BaseException) -> str:
     """The user-facing reason an image could not be used."""
     if isinstance(exc, preprocessing.InvalidImage):
         return str(exc)
+    if isinstance(exc, MemoryError):
+        return "the image needs more memory to decode than the server has free; send it smaller"
     # A bug or a hostile input that slipped past the decoder must still answer with a 4xx
-    # naming the problem, never crash the worker or leak a traceback.
-    return f"cannot decode the image ({type(exc).__name__})"
+    # saying what failed, never crash the worker or leak Python internals (the log has them).
+    return "cannot decode the image: its data could not be interpreted"
 
 
 def prepare(images: Sequence[bytes | None], failed: Sequence[str | None] = ()) -> Prepared:

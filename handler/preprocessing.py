@@ -11,9 +11,9 @@ into a 28x28 field so that its centre of mass sits at the centre. Before that, a
 dark ink on light paper is turned into MNIST's white-ink-on-black with its background removed and
 its contrast stretched, so that a phone photo and an MNIST test image look alike to the model:
 
-1. decode (format allow-list, pixel limit from the header, JPEG decoded straight to luma and
-   DCT-scaled for big photos, EXIF orientation), flatten any mode to grayscale compositing
-   transparency, and area-reduce large images;
+1. decode (format allow-list and per-image limits from the header, both in `handler.limits`;
+   JPEG decoded straight to luma and DCT-scaled for big photos, EXIF orientation), flatten any
+   mode to grayscale compositing transparency, and area-reduce large images;
 2. polarity: the border is paper; invert when the ink is darker than it;
 3. background: a grid of paper levels (ink masked out) follows shadows and gradients; noise from
    neighbour differences; a soft threshold from the noise floor to the stroke cores;
@@ -33,14 +33,13 @@ user-facing; the caller only prefixes which image of the request it was.
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from handler import limits
 from handler.normalization import IMAGE_SIZE, normalize
 
 logger = logging.getLogger(__name__)
@@ -50,24 +49,17 @@ logger = logging.getLogger(__name__)
 # pool would only oversubscribe the cores.
 cv2.setNumThreads(1)
 
-# Decompression-bomb limit, enforced by this module on every decode independently of Pillow's
-# process-global `Image.MAX_IMAGE_PIXELS`. 40 MP admits every common camera's default output
-# (12 MP phones, 24-33 MP DSLRs, 36 MP full-frame) while bounding one decode to ~160 MB (8-bit
-# RGBA) -- an attacker's 100-byte PNG claiming 30000x30000 would otherwise ask for 3.6 GB.
-MAX_IMAGE_PIXELS = 40_000_000
-
-# Formats we let Pillow parse. Restricting the list keeps untrusted bytes away from every other
-# Pillow plugin (EPS, for one, shells out to Ghostscript). MPO, the multi-picture JPEG many phones
-# write, is listed for Pillow versions that register it separately; Pillow 13 opens it as JPEG.
-ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP")
-ACCEPTED_FORMATS_TEXT = "PNG, JPEG, BMP, GIF, TIFF, WebP accepted"
+# The format allow-list and the per-image limits (pixels, side, decoded size) live in
+# handler/limits.py with every other serving limit; decode_image applies them to every decode.
+MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS
 
 DIGIT_BOX = 20  # MNIST scales each digit so that its longer side is 20 px ...
 CENTRE = IMAGE_SIZE / 2  # ... and puts its centre of mass at (14, 14) in pixel-index coordinates.
 
 # Large inputs are reduced early so that their longer side lies in [WORKING_SIZE, 2*WORKING_SIZE):
-# a digit that fills a tenth of the frame still spans > 40 px there, twice what we keep.
-WORKING_SIZE = 400
+# a digit that fills a tenth of the frame still spans > 40 px there, twice what we keep. (The
+# limits price a request by this size, so it is defined with them.)
+WORKING_SIZE = limits.WORKING_SIZE
 
 # Background/contrast estimation. Values are fractions of the [0, 1] grey range unless noted.
 _TILE_MIN_PX = 16  # smallest tile of the local-background grid (px)
@@ -113,31 +105,14 @@ def decode_image(data: bytes) -> Image.Image:
     size = len(data)
     if size == 0:
         raise InvalidImage("empty image data (0 bytes)")
-    # Image.open(formats=...) raises KeyError for a name Pillow has not registered ('MPO' in
-    # Pillow 13), and plugins past PNG/JPEG/BMP/GIF register only on init().
-    Image.init()  # loads every plugin once; a no-op afterwards
-    formats = [f for f in ACCEPTED_FORMATS if f in Image.OPEN]
     try:
-        image = Image.open(io.BytesIO(data), formats=formats)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own (global, looser) guard fired while reading the header; ours is stricter,
-        # so this is always a rejection. The warning class only arrives as an exception when
-        # warnings are configured as errors (e.g. `-W error`), but then it must reject too.
-        raise InvalidImage(_bomb_message(data, exc)) from None
-    except Exception as exc:  # UnidentifiedImageError, or whatever a hostile header provokes
-        logger.debug("Image.open failed on %d bytes: %r", size, exc)
-        raise InvalidImage(
-            f"cannot decode {size:,} bytes as an image ({ACCEPTED_FORMATS_TEXT})"
-        ) from None
-
-    # Our limit, checked from the header before any pixel is decoded. This is what turns Pillow's
-    # warning band (between its limit and twice its limit) into an error per call, without
-    # touching the process-global warning filters or Image.MAX_IMAGE_PIXELS.
+        # Header only: the limits are checked before any pixel is decoded, independently of
+        # Pillow's process-global `Image.MAX_IMAGE_PIXELS` and warning filters.
+        image = limits.open_header(bytes(data))
+        limits.check_image(limits.header_of(image))
+    except limits.ImageRefused as exc:
+        raise InvalidImage(str(exc)) from None
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InvalidImage(_over_limit(width, height))
-    if width == 0 or height == 0:
-        raise InvalidImage(f"image is {width}x{height}: it has no pixels")
 
     fmt = image.format or "image"
     if fmt in ("JPEG", "MPO"):
@@ -152,12 +127,12 @@ def decode_image(data: bytes) -> Image.Image:
             logger.debug("JPEG draft failed: %r", exc)
     try:
         image.load()  # Pillow decodes lazily: force it here so corrupt data fails inside the guard
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImage(_bomb_message(data, exc)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImage(limits.bomb_message(data)) from None
     except Exception as exc:
         raise InvalidImage(
             f"cannot decode {size:,} bytes as a {fmt} image: the data is truncated or corrupt "
-            f"({_short(exc)})"
+            f"({_decoder_reason(exc)})"
         ) from None
     return _upright(image)
 
@@ -175,10 +150,11 @@ def to_mnist(image: Image.Image) -> np.ndarray:
         gray = _to_gray(image)
     except InvalidImage:
         raise
-    except Exception as exc:
+    except Exception:
+        logger.warning("grayscale conversion failed on a %s image", image.mode, exc_info=True)
         raise InvalidImage(
             f"cannot convert a {image.mode} image of {image.size[0]}x{image.size[1]} to "
-            f"grayscale ({_short(exc)})"
+            "grayscale: its pixel values cannot be interpreted"
         ) from None
     if _is_mnist_form(gray):
         # Already what MNIST's own normalisation produces: nothing to redo.
@@ -190,11 +166,11 @@ def to_mnist(image: Image.Image) -> np.ndarray:
         if ink is None:
             return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
         return _centre_in_field(_fit_box(ink))
-    except Exception as exc:  # a bug here must still answer the user with a 4xx, not a 500
+    except Exception:  # a bug here must still answer the user with a 4xx, not a 500
         logger.exception("preprocessing failed on a %s image of %s", image.mode, image.size)
-        raise InvalidImage(
-            f"cannot preprocess a {image.mode} image of {image.size[0]}x{image.size[1]} "
-            f"({_short(exc)})"
+        raise InvalidImage(  # what is wrong with the image, never the internal exception
+            f"cannot preprocess a {image.mode} image of {image.size[0]}x{image.size[1]}: "
+            "no digit could be isolated from its pixel values"
         ) from None
 
 
@@ -206,26 +182,12 @@ def preprocess(data: bytes) -> np.ndarray:
 # --- decoding helpers -----------------------------------------------------------------------
 
 
-def _over_limit(width: int, height: int) -> str:
-    return (
-        f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-        f"{MAX_IMAGE_PIXELS:,}"
-    )
-
-
-def _bomb_message(data: bytes, exc: Exception) -> str:
-    """Name the claimed dimensions when we can read them (PNG IHDR), else Pillow's pixel count."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
-        width, height = struct.unpack(">II", data[16:24])
-        return _over_limit(width, height)
-    digits = [int(tok) for tok in str(exc).replace("(", " ").split() if tok.isdigit()]
-    if digits:
-        return f"image is {digits[0]:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,}"
-    return f"image is over the limit of {MAX_IMAGE_PIXELS:,} pixels"
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
+def _decoder_reason(exc: Exception) -> str:
+    """The decoder's own words (Pillow raises OSError/SyntaxError/EOFError about the data);
+    anything else is an internal exception a hostile file provoked: say so without it."""
+    if not isinstance(exc, (OSError, SyntaxError, EOFError)):
+        return "its structure is invalid"
+    text = str(exc).strip() or "unreadable data"
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -294,8 +256,11 @@ def _reduce(pixels: np.ndarray) -> np.ndarray:
 
 def _stretch_range(values: np.ndarray) -> np.ndarray:
     """16-bit/32-bit/float pixels -> [0, 1] by their actual range (not by clipping at 255)."""
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    return cv2.normalize(_reduce(values), None, 0.0, 1.0, cv2.NORM_MINMAX)  # flat -> zeros
+    # float64: float32 extremes (+-3.4e38) overflow to inf in their range, and the NaNs that
+    # follow would leave no ink to find.
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    stretched = cv2.normalize(_reduce(values), None, 0.0, 1.0, cv2.NORM_MINMAX)  # flat -> zeros
+    return stretched.astype(np.float32)
 
 
 def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:

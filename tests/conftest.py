@@ -224,7 +224,8 @@ def torchserve_factory(mar_path: Path, tmp_path) -> Iterator[Callable[..., Torch
 
     def make(start: bool = True, **settings) -> TorchServe:
         settings.setdefault("model_store", mar_path.parent)
-        server = TorchServe.private(tmp_path / f"torchserve-{len(made)}", **settings)
+        run_dir = settings.pop("run_dir", tmp_path / f"torchserve-{len(made)}")
+        server = TorchServe.private(run_dir, **settings)
         made.append(server)
         return server.start() if start else server
 

@@ -438,7 +438,8 @@ def test_slow_and_abandoned_clients_do_not_tie_up_workers(fault_server, pool):
     still_open = 0
     for _ in range(rounds):
         phases["before"] += latencies_ms(fault_server, pool, block)
-        stalled = [stalled_client(fault_server, 5_000_000, 1000) for _ in range(stalled_count)]
+        # Declared just under max_request_size (4 MiB), so the frontend keeps waiting for it.
+        stalled = [stalled_client(fault_server, 4_000_000, 1000) for _ in range(stalled_count)]
         try:
             for _ in range(abandoned_per_round):  # half a body, then the client vanishes
                 stalled_client(fault_server, 200_000, 100_000).close()

@@ -24,7 +24,7 @@ ALLOWED = {
     "loadtests": {"handler", "project", "deploy", "client", "samples", "train"},
     "evaluation": {"handler", "project", "deploy", "client", "samples", "train"},
     "web": {"handler", "project", "deploy", "client"},
-    "tools": {"handler", "project", "samples", "train"},
+    "tools": {"handler", "project", "samples", "train", "deploy", "client"},
 }
 
 

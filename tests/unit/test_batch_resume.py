@@ -111,7 +111,9 @@ def test_resume_skips_files_already_in_the_output(tmp_path, model, digit_files, 
     out = tmp_path / "pred.jsonl"
     earlier = Row("part000/00003.png", 3, 0.5, [0.5, 0.5] + [0.0] * 8, MODEL_NAME, "earlier-run")
     out.write_bytes(encode_row(earlier, "jsonl"))
-    proc = batch_cli.run("score", folder, "-o", out, "--model", model, "--resume")
+    # Another model version wrote the earlier row: mixing is refused unless asked for.
+    proc = batch_cli.run("score", folder, "-o", out, "--model", model, "--resume",
+                         "--allow-mixed-models")  # fmt: skip
     assert proc.returncode == EXIT_OK, proc.stderr
     rows = assert_exactly_once(batch_cli.rows(out), set(files))
     assert rows[0] == earlier, "a done row is neither rescored nor rewritten"
