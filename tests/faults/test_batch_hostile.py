@@ -137,7 +137,12 @@ def test_second_run_on_the_same_output_is_refused(tmp_path, model, job):
         deadline = time.monotonic() + 60
         while not (out.exists() and lock.exists()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = job.run("score", folder, "-o", out, "--model", model, "--resume")
+        # Hold the first run still while the second tries, however fast this host scores.
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = job.run("score", folder, "-o", out, "--model", model, "--resume")
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert second.returncode == EXIT_JOB_FAILED
         assert f"in use by another run (pid {first.pid}" in second.stderr, second.stderr
         assert "Traceback" not in second.stderr

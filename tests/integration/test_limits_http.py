@@ -62,11 +62,9 @@ def test_explanations_never_change_the_predictions_batched_with_them(torchserve,
 
 
 @pytest.fixture(scope="module")
-def corpus():
-    try:
-        return build_corpus(max_image_pixels=limits.MAX_IMAGE_PIXELS)
-    except FileNotFoundError as exc:
-        pytest.skip(f"the corpus needs the MNIST test set: {exc}")
+def corpus(mnist_test):
+    images, labels = mnist_test
+    return build_corpus(images, labels, max_image_pixels=limits.MAX_IMAGE_PIXELS)
 
 
 def test_every_answer_is_bounded_and_limits_name_themselves(torchserve, corpus):
