@@ -259,9 +259,13 @@ class Writer:
         return str(rng.choice(list(VARIANTS[label])))
 
     def draw(
-        self, label: int, rng: np.random.Generator, height: int = CANVAS_H
+        self, label: int, rng: np.random.Generator, height: int = CANVAS_H, fast: bool = False
     ) -> tuple[np.ndarray, str]:
-        """One handwritten `label`: `(ink mask about `height` px tall, variant name)`."""
+        """One handwritten `label`: `(ink mask about `height` px tall, variant name)`.
+
+        `fast` draws with an even pen and skips the final rotation and elastic bend: about four
+        times cheaper, for training data whose augmentation rotates, bends and re-weights anyway.
+        """
         if label not in VARIANTS:
             raise ValueError(f"no stroke model for {label!r}; digits are 0-9")
         name = self.variant(label, rng)
@@ -280,12 +284,13 @@ class Writer:
             slant_deg=slant,
             width_ratio=width,
             pen=self.pen * rng.uniform(0.85, 1.15),
-            pressure=self.pressure,
+            pressure=0.0 if fast else self.pressure,
             tremor=self.tremor,
             rng=rng,
             height=height,
         )
-        mask = distort.warp(mask, rng, rotate_deg=rng.normal(0.0, 2.5), elastic=self.elastic)
+        if not fast:
+            mask = distort.warp(mask, rng, rotate_deg=rng.normal(0.0, 2.5), elastic=self.elastic)
         return mask, name
 
 
@@ -359,6 +364,12 @@ def _render(
     draw = ImageDraw.Draw(canvas)
     for path in paths:
         xy = (path - lo) * scale + margin
+        if pressure == 0:  # an even pen: one polyline with round joins, round caps
+            r = pen_px / 2
+            draw.line([tuple(p) for p in xy], fill=255, width=max(1, round(pen_px)), joint="curve")
+            for x, y in (xy[0], xy[-1]):
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+            continue
         # Pressure: a slow random swell along the stroke, lighter at the ends.
         phase = rng.uniform(0, 2 * np.pi)
         t = np.linspace(0.0, 1.0, len(xy))

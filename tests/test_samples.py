@@ -117,7 +117,7 @@ def test_every_stroke_variant_draws_a_digit():
     rng = np.random.default_rng(0)
     writer = strokes.Writer.from_id(1)
     for label, variants in strokes.VARIANTS.items():
-        for name, (builder, _prior) in variants.items():
+        for name in variants:
             forced = strokes.Writer(**{**vars(writer), "preferred": {label: name}, "loyalty": 1.0})
             mask, style = forced.draw(label, rng)
             assert style == name
