@@ -12,7 +12,8 @@ HANDLER_SOURCES := $(wildcard handler/*.py) handler/response.schema.json
 DURATION ?= 10m
 
 .PHONY: venv train archive serve stop status run predict test test-unit lint schema \
-        bench bench-batch bench-preprocess loadtest tune compose-test faults soak clean
+        bench bench-batch bench-preprocess loadtest tune compose-test faults soak clean \
+        eval-realworld
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -63,6 +64,12 @@ test-unit: lint
 
 schema: $(STAMP)
 	$(PY) -m handler.schemas
+
+# --- evaluation ----------------------------------------------------------------------------
+# The real-world set (handwriting fonts and strokes as scans, photos, drawings), in-process and
+# through a private TorchServe; ARGS="--subset 200" for a quick look, "--baseline OLD.pt" to compare.
+eval-realworld: artifacts/lenet.pt
+	$(PY) -m evaluation realworld $(ARGS)
 
 # --- benchmarks and operations (not part of CI) --------------------------------------------
 bench-preprocess: $(STAMP)
