@@ -217,6 +217,7 @@ def tables(report: dict) -> str:
             lines.append(f"{group:24} {count:>5} " + " ".join(cells))
         overall = [f"{100 * report['results'][n][h][p]['accuracy']:>18.2f}" for n, h, p in columns]
         lines.append(f"{'ALL':24} {'':>5} " + " ".join(overall))
+    lines += ["", "n: images of the group in the first column that has it (one half)"]
     lines += ["", "calibration", _calibration_header()]
     for name, results in report["results"].items():
         for half, paths in results.items():

@@ -108,8 +108,7 @@ def reliability_diagram(curves: dict[str, Sequence[dict]], title: str, path: Pat
             marker=marker,
             label=label,
         )
-        centres = [(r["low"] + r["high"]) / 2 for r in rows]
-        ax_n.plot(centres, [max(r["n"], 0.5) for r in rows], marker=marker, label=label)
+        ax_n.plot([r["confidence"] for r in filled], [r["n"] for r in filled], marker=marker)
     ax.set(ylabel="accuracy in bin", title=title, xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="upper left", fontsize=8)
     ax_n.set(xlabel="confidence (bin mean)", ylabel="answers", yscale="log")
