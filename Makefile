@@ -15,7 +15,8 @@ WEB_HOST ?= 127.0.0.1
 WEB_PORT ?= 8000
 
 .PHONY: venv train archive serve stop status run demo predict test test-unit test-browser lint schema \
-        bench bench-batch bench-preprocess loadtest tune compose-test faults soak clean
+        bench bench-batch bench-preprocess loadtest tune compose-test faults soak clean \
+        eval-realworld
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -78,6 +79,12 @@ test-browser: lint model_store/lenet.mar
 
 schema: $(STAMP)
 	$(PY) -m handler.schemas
+
+# --- evaluation ----------------------------------------------------------------------------
+# The real-world set (handwriting fonts and strokes as scans, photos, drawings), in-process and
+# through a private TorchServe; ARGS="--subset 200" for a quick look, "--baseline OLD.pt" to compare.
+eval-realworld: artifacts/lenet.pt
+	$(PY) -m evaluation realworld $(ARGS)
 
 # --- benchmarks and operations (not part of CI) --------------------------------------------
 bench-preprocess: $(STAMP)

@@ -58,9 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def write_pngs(folder: Path, count: int, mnist_dir: str | None) -> int:
     """Write `count` MNIST test digits as PNGs into 10 sub-folders; returns bytes written."""
-    from samples.digits import mnist_test_pngs
+    from samples.digits import as_uploads
+    from train.mnist import load_test_digits
 
-    digits = mnist_test_pngs(mnist_dir=mnist_dir)
+    digits = as_uploads(*load_test_digits(mnist_dir))
     total = 0
     for i in range(count):
         sub = folder / f"d{i % 10}"

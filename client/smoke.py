@@ -29,7 +29,8 @@ from handler import MODEL_NAME
 from handler.predictor import Predictor
 from handler.schemas import ErrorResponse, Prediction
 from project import paths
-from samples.digits import answered_correctly, mnist_test_pngs
+from samples.digits import answered_correctly, as_uploads
+from train.mnist import load_test_digits
 
 
 class SmokeFailure(AssertionError):
@@ -43,7 +44,8 @@ def _expect(condition: bool, message: str) -> None:
 
 def run(url: str, token: str, digits_dir: Path, count: int, model: Path) -> dict:
     """Run the three checks against `url`; returns counts and timings."""
-    pool = answered_correctly(Predictor.load(model, "cpu"), mnist_test_pngs(seed=7), limit=count)
+    digits = as_uploads(*load_test_digits(), seed=7)
+    pool = answered_correctly(Predictor.load(model, "cpu"), digits, limit=count)
     predict = f"{url.rstrip('/')}/predictions/{MODEL_NAME}"
     session = requests.Session()
     headers = {**auth_headers(token), "Content-Type": "image/png"}

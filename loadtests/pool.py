@@ -82,11 +82,12 @@ def ensure_pool(model: Path | None = None, mnist_dir: str | Path | None = None,
     if path.is_file() and not rebuild:
         return path
     from handler.predictor import Predictor
-    from samples.digits import answered_correctly, mnist_test_pngs
+    from samples.digits import answered_correctly, as_uploads
+    from train.mnist import load_test_digits
 
     logger.info("building an image pool of %d digits checked with %s", size, model)
     kept = answered_correctly(Predictor.load(model),
-                              mnist_test_pngs(seed=seed, mnist_dir=mnist_dir), limit=size)
+                              as_uploads(*load_test_digits(mnist_dir), seed=seed), limit=size)
     if len(kept) < size:
         raise RuntimeError(f"only {len(kept)} MNIST test digits are classified correctly by "
                            f"{model}; cannot build a pool of {size}")  # fmt: skip

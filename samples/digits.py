@@ -28,17 +28,15 @@ class LabelledImages:
         return len(self.images)
 
 
-def mnist_test_pngs(count: int | None = None, *, seed: int | None = None,
-                    mnist_dir=None) -> LabelledImages:  # fmt: skip
-    """`count` MNIST test digits (all by default) as PNGs; shuffled by `seed` when given."""
-    from train.mnist import load_test_digits
-
-    digits, labels = load_test_digits(mnist_dir)
-    order = np.arange(len(digits))
+def as_uploads(images: np.ndarray, labels: np.ndarray, count: int | None = None, *,
+               seed: int | None = None) -> LabelledImages:  # fmt: skip
+    """`count` of the digits (uint8 `(N, 28, 28)`, e.g. `train.mnist.load_test_digits()`; all
+    by default) as PNG uploads with their labels, shuffled by `seed` when given."""
+    order = np.arange(len(images))
     if seed is not None:
-        order = np.random.default_rng(seed).permutation(len(digits))
+        order = np.random.default_rng(seed).permutation(len(images))
     order = order[:count] if count is not None else order
-    return LabelledImages([encode_png(digits[i]) for i in order],
+    return LabelledImages([encode_png(images[i]) for i in order],
                           [int(labels[i]) for i in order], [int(i) for i in order])  # fmt: skip
 
 

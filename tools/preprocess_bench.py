@@ -12,7 +12,7 @@ of today's module and of a plain full Pillow decode of the same bytes (`Image.op
 The kinds take turns in blocks, so they share the machine's conditions over the whole run. The
 kinds: a 28x28 MNIST test PNG (MNIST's form: passes through), the same digit inverted (every
 step), a 300x300 RGB JPEG, a 4000x3000 photo-like JPEG, and sets of MNIST test digits as
-uploads of 64-400 px: scans (dark ink on paper, PNG and JPEG, tests/realistic.py) and drawings
+uploads of 64-400 px: scans (dark ink on paper, PNG and JPEG, samples/render.py) and drawings
 (light on dark, and dark ink on a transparent sheet). JSON first, then a table and the targets.
 """
 
@@ -122,7 +122,7 @@ def _mnist(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
 def bench_inputs(mnist_dir: Path, per_set: int, seed: int = 0) -> dict[str, Kind]:
     """The input kinds; sets of `per_set` uploads made from MNIST test digits (a synthetic digit
     stands in for the 28x28 kinds, and the sets are left out, when MNIST is not on disk)."""
-    from tests.realistic import render_realistic
+    from samples.render import render_realistic
 
     rng = np.random.default_rng(seed)
     mnist = _mnist(mnist_dir)
@@ -253,7 +253,8 @@ def accuracy(mnist_dir: Path, model_path: Path, count: int, seed: int) -> dict:
     import torch
 
     from handler.artifact import load_torchscript
-    from tests.realistic import encode_png, render_realistic_set, render_tight_crop
+    from samples.digits import encode_png
+    from samples.render import render_realistic_set, render_tight_crop
 
     mnist = _mnist(mnist_dir)
     if mnist is None:

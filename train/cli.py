@@ -1,7 +1,12 @@
-"""`python -m train`: MNIST -> LeNet-5 -> artifacts/ (TorchScript, ONNX, metrics, plots).
+"""`python -m train`: MNIST + synthetic handwriting -> LeNet-5 -> artifacts/ (TorchScript, ONNX,
+metrics, plots).
 
-Defaults reproduce the reference model: the last 5,000 training images are the validation set
-(model selection by validation loss), the test set is scored once at the end.
+The last 5,000 MNIST training images are the validation set (model selection by validation
+loss); the MNIST test set is scored once at the end. Training adds digits from the stroke model
+(`train.synth`, writers of neither real-world half) and augments every batch like other people's
+handwriting (`train.augment.handwriting`). Afterwards the temperature and the `uncertain`
+threshold are fitted on MNIST validation plus the real-world set's validation half
+(`train.calibrate`) and stored in the artifact's metadata. The real-world test half is never read.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import torch
 from handler import MODEL_NAME, normalization
 from handler.predictor import choose_device
 from project import paths
-from train import export, plots
-from train.loop import FitConfig, evaluate, fit
+from samples import realworld
+from train import calibrate, export, plots
+from train.augment import Handwriting
+from train.loop import AUGMENTATIONS, FitConfig, evaluate, fit, predict
 from train.mnist import (
     DEFAULT_CACHE_DIR,
     MIRRORS,
@@ -33,6 +40,7 @@ from train.mnist import (
     resolve_data_dir,
 )
 from train.model import VARIANTS, LeNet5, count_parameters, summary
+from train.synth import stroke_digits
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,10 @@ DEFAULT_OUT = paths.ARTIFACTS_DIR
 VALIDATION_SIZE = 5_000
 QUICK_TRAIN_SIZE = 8_000  # --quick: enough for > 90 % test accuracy in a few seconds
 QUICK_EPOCHS = 2
+SYNTH_COUNT = 10_000  # stroke-model digits added to the 55,000 MNIST training images
+QUICK_SYNTH = 300
+CALIBRATION_COUNT = 1_000  # real-world validation images the calibration is fitted on
+QUICK_CALIBRATION = 100
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -108,16 +120,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="cross-entropy label smoothing (validation loss is always plain cross-entropy)",
     )
     opt.add_argument(
-        "--no-augment",
-        dest="augment",
-        action="store_false",
-        help="disable the random affine augmentation",
+        "--augment",
+        choices=AUGMENTATIONS,
+        default="handwriting",
+        help="handwriting = slant, elastic, width, resolution (train.augment); affine = rotate, "
+        "scale, shift only",
+    )
+    opt.add_argument(
+        "--no-augment", dest="augment", action="store_const", const="none", help="= --augment none"
+    )
+    opt.add_argument(
+        "--handwriting-share",
+        type=float,
+        default=Handwriting.share,
+        help="share of images given the handwriting augmentation; the rest get the affine one",
+    )
+    opt.add_argument(
+        "--synth",
+        type=int,
+        default=None,
+        help=f"stroke-model digits added to the training set (default {SYNTH_COUNT:,}; "
+        f"{QUICK_SYNTH} with --quick; 0 = MNIST only)",
     )
     opt.add_argument("--seed", type=int, default=0, help="seeds init, shuffling, augmentation")
     opt.add_argument(
         "--quick",
         action="store_true",
         help=f"train on {QUICK_TRAIN_SIZE:,} images for a smoke test (seconds)",
+    )
+
+    cal = parser.add_argument_group("calibration")
+    cal.add_argument(
+        "--calibration-count",
+        type=int,
+        default=None,
+        help=f"real-world validation images to fit on (default {CALIBRATION_COUNT:,}; "
+        f"{QUICK_CALIBRATION} with --quick; 0 = MNIST validation only)",
+    )
+    cal.add_argument(
+        "--target-error",
+        type=float,
+        default=calibrate.TARGET_ERROR,
+        help="error rate allowed among answers not flagged uncertain (on validation data)",
     )
 
     run = parser.add_argument_group("run")
@@ -165,26 +209,66 @@ def train_config(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())}
 
 
+def _pick(value: int | None, default: int, quick_default: int, quick: bool) -> int:
+    return value if value is not None else (quick_default if quick else default)
+
+
+def add_synthetic(train, count: int, seed: int):
+    """The training tensors with `count` stroke-model digits appended."""
+    if count <= 0:
+        return train
+    images, labels = stroke_digits(count, seed)
+    return (
+        torch.cat([train[0], to_tensor(images)]),
+        torch.cat([train[1], torch.from_numpy(labels)]),
+    )
+
+
+def fit_calibration(model, val, count: int, target_error: float) -> tuple[dict, dict]:
+    """Fit the calibration block on MNIST validation + `count` real-world validation images.
+
+    Returns `(block, {set name: summary})`; the summaries are validation figures only.
+    """
+    sets = {"mnist_val": (predict(model, val[0]).double().numpy(), val[1].numpy())}
+    if count > 0:
+        rw = realworld.load("val", count)
+        inputs = torch.from_numpy(realworld.model_inputs(rw))
+        sets["realworld_val"] = (predict(model, inputs).double().numpy(), rw.labels)
+    threshold_on = "realworld_val" if count > 0 else "mnist_val"
+    block = calibrate.fit(sets, threshold_on, target_error)
+    summaries = {
+        name: calibrate.summary(lg, y, block["temperature"], block["uncertain_below"])
+        for name, (lg, y) in sets.items()
+    }
+    return block, summaries
+
+
 def run(args: argparse.Namespace) -> dict:
-    """Train, evaluate and write every artifact; returns the metrics dict."""
-    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    """Train, calibrate, evaluate and write every artifact; returns the metrics dict."""
+    wall_start, cpu_start = time.perf_counter(), _cpu_seconds()
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     device = choose_device(args.device)
-    epochs = (
-        args.epochs
-        if args.epochs is not None
-        else (QUICK_EPOCHS if args.quick else FitConfig.epochs)
+    epochs = _pick(args.epochs, FitConfig.epochs, QUICK_EPOCHS, args.quick)
+    synth = _pick(args.synth, SYNTH_COUNT, QUICK_SYNTH, args.quick)
+    calibration_count = _pick(
+        args.calibration_count, CALIBRATION_COUNT, QUICK_CALIBRATION, args.quick
     )
 
     data_dir = resolve_data_dir(args.data_dir, args.cache_dir, args.mirrors or MIRRORS)
     mnist = load_verified(data_dir)
     train, val, test = split(mnist, args.quick)
+    synth_start = time.perf_counter()
+    train = add_synthetic(train, synth, args.seed)
+    synth_seconds = time.perf_counter() - synth_start
     logger.info(
-        "MNIST from %s: %d train, %d validation, %d test images on %s",
+        "MNIST from %s + %d stroke-model digits (%.1f s): %d train, %d validation, "
+        "%d test images on %s",
         data_dir,
+        synth,
+        synth_seconds,
         len(train[0]),
         len(val[0]),
         len(test[0]),
@@ -199,13 +283,23 @@ def run(args: argparse.Namespace) -> dict:
         weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing,
         augment=args.augment,
+        handwriting=Handwriting(share=args.handwriting_share),
         progress=args.progress,
     )
     result = fit(model, train, val, config, generator)
     val_loss, val_acc, _ = evaluate(model, *val)
+    cal_start = time.perf_counter()
+    calibration, cal_summaries = fit_calibration(model, val, calibration_count, args.target_error)
+    cal_seconds = time.perf_counter() - cal_start
     test_loss, test_acc, test_pred = evaluate(model, *test)  # the one look at the test set
     test_true = test[1].numpy()
     test_pred = test_pred.numpy()
+    test_calibration = calibrate.summary(
+        predict(model, test[0]).double().numpy(),
+        test_true,
+        calibration["temperature"],
+        calibration["uncertain_below"],
+    )
     per_class = {
         name: float((test_pred[test_true == c] == c).mean())
         for c, name in enumerate(normalization.CLASS_NAMES)
@@ -222,8 +316,16 @@ def run(args: argparse.Namespace) -> dict:
         "input_shape": [1, normalization.IMAGE_SIZE, normalization.IMAGE_SIZE],
         "test_accuracy": test_acc,
         "val_accuracy": val_acc,
+        "calibration": calibration,
         "data_sha256": mnist.sha256,
-        "train_config": train_config(args) | {"epochs": epochs},
+        "synthetic_training_data": {
+            "count": synth,
+            "source": "samples.strokes",
+            "writer_ids": [realworld.TRAIN_WRITER_BASE, realworld.TRAIN_WRITER_BASE + synth // 10],
+        },
+        "augmentation": {"kind": args.augment, **config.handwriting.describe()},
+        "train_config": train_config(args)
+        | {"epochs": epochs, "synth": synth, "calibration_count": calibration_count},
         "seed": args.seed,
         "torch_version": torch.__version__,
         "git_commit": export.git_commit(),
@@ -244,13 +346,19 @@ def run(args: argparse.Namespace) -> dict:
         "val_accuracy": val_acc,
         "val_loss": val_loss,
         "per_class_accuracy": per_class,
+        "calibration": calibration,
+        "calibration_validation": cal_summaries,
+        "calibration_mnist_test": test_calibration,
         "params": count_parameters(model),
         "epochs": epochs,
         "best_epoch": result.best_epoch,
         "train_seconds": round(result.seconds, 2),
+        "synth_seconds": round(synth_seconds, 2),
+        "calibration_seconds": round(cal_seconds, 2),
         "wall_seconds": round(time.perf_counter() - wall_start, 2),
         # The machine may be shared: CPU time and load average let a reader judge wall time.
-        "cpu_seconds": round(time.process_time() - cpu_start, 2),
+        # CPU seconds count this process and the helper processes it waited for.
+        "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "images_per_second": round(result.images_per_second, 1),
         "seed": args.seed,
@@ -258,12 +366,21 @@ def run(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "variant": args.variant,
         "quick": args.quick,
+        "augment": args.augment,
         "train_images": len(train[0]),
+        "synthetic_images": synth,
         "cpu": platform.processor() or platform.machine(),
         "history": [vars(h) for h in result.history],
     }
     export.write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process plus its finished children (the synthesis/preprocessing pools)."""
+    own = time.process_time()
+    children = os.times()
+    return own + children.children_user + children.children_system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,11 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     except MnistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    cal = metrics["calibration"]
     print(
         f"test accuracy {100 * metrics['test_accuracy']:.2f} % "
         f"(val {100 * metrics['val_accuracy']:.2f} %, best epoch {metrics['best_epoch']}/"
         f"{metrics['epochs']}) | train {metrics['train_seconds']:.1f} s, "
         f"wall {metrics['wall_seconds']:.1f} s, {metrics['images_per_second']:,.0f} img/s "
+        f"| T {cal['temperature']:.3f}, uncertain below {cal['uncertain_below']:.3f} "
         f"| artifacts in {args.out}"
     )
     return 0

@@ -54,7 +54,11 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, n_classes: int = 10) ->
 
 
 def confusion_matrix_plot(
-    true: np.ndarray, pred: np.ndarray, class_names: Sequence[str], path: Path
+    true: np.ndarray,
+    pred: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "MNIST test confusion matrix",
 ) -> None:
     """Confusion matrix with the count written in every non-empty cell (log colour scale)."""
     matrix = confusion_matrix(true, pred, len(class_names))
@@ -80,9 +84,34 @@ def confusion_matrix_plot(
     ax.set(
         xlabel="predicted",
         ylabel="true",
-        title=f"MNIST test confusion matrix ({accuracy:.2f} % correct)",
+        title=f"{title} ({accuracy:.2f} % correct)",
     )
     fig.colorbar(image, ax=ax, label="log(1 + count)")
+    _save(fig, path)
+
+
+def reliability_diagram(curves: dict[str, Sequence[dict]], title: str, path: Path) -> None:
+    """Accuracy against confidence per bin, one line per curve, with the diagonal and counts.
+
+    `curves` maps a label (e.g. "uncalibrated, ECE 2.1 %") to `train.calibrate.reliability`
+    rows; empty bins are skipped. The lower panel shows how many answers fall in each bin.
+    """
+    fig, (ax, ax_n) = plt.subplots(
+        2, 1, figsize=(6.5, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for (label, rows), marker in zip(curves.items(), "os^v", strict=False):
+        filled = [r for r in rows if r["n"]]
+        ax.plot(
+            [r["confidence"] for r in filled],
+            [r["accuracy"] for r in filled],
+            marker=marker,
+            label=label,
+        )
+        ax_n.plot([r["confidence"] for r in filled], [r["n"] for r in filled], marker=marker)
+    ax.set(ylabel="accuracy in bin", title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    ax_n.set(xlabel="confidence (bin mean)", ylabel="answers", yscale="log")
     _save(fig, path)
 
 

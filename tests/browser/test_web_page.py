@@ -25,7 +25,7 @@ import requests
 from deploy.keys import auth_headers
 from project.paths import REPO_ROOT
 from samples.digits import encode_png
-from tests.realistic import render_realistic
+from samples.render import render_realistic
 from web.app import DEFAULT_MAX_UPLOAD_BYTES
 
 RESULTS = REPO_ROOT / "results" / "web_browser.json"
@@ -238,7 +238,7 @@ def _screenshot_path() -> Path:
 
 
 def _photo_like_jpeg(images, labels, mar_path) -> tuple[bytes, int]:
-    """A photo-like JPEG of an MNIST test digit (tests/realistic.py) that the model reads right
+    """A photo-like JPEG of an MNIST test digit (samples.render) that the model reads right
     offline, through the archive's own model and preprocessing: the page must show that digit."""
     import torch
 

@@ -1,7 +1,7 @@
 """Accuracy of the served model on realistic uploads, end to end over HTTP.
 
 1,000 distinct MNIST TEST digits are rendered as photos/scans of dark ink on light paper
-(`tests.realistic.render_realistic_set`, fixed seed: off-centre, any size, grain, gradients,
+(`samples.render.render_realistic_set`, fixed seed: off-centre, any size, grain, gradients,
 tints, JPEG or PNG) and sent to the real session TorchServe in multi-image requests through the
 project's client. The served pipeline (decode -> MNIST-style normalisation -> LeNet) must get at
 least 97 % of them right.
@@ -14,7 +14,7 @@ import pytest
 
 from client import LenetClient
 from handler.schemas import Prediction
-from tests.realistic import render_realistic_set
+from samples.render import render_realistic_set
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ from project.paths import REPO_ROOT
 ALLOWED = {
     "handler": set(),
     "project": set(),
-    "train": {"handler", "project"},
-    "samples": {"handler", "project", "train"},
+    "samples": {"handler", "project"},
+    "train": {"handler", "project", "samples"},
     "deploy": {"handler", "project"},
     "client": {"handler", "project", "deploy", "samples", "train"},
     "batch": {"handler", "project", "deploy", "client", "samples", "train"},

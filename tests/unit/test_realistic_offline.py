@@ -2,7 +2,7 @@
 
 Three claims a user relies on:
 - realistic uploads (dark ink on light paper, off-centre, any size, JPEG/PNG, see
-  tests/realistic.py) are classified >= 97 % correctly through `preprocess`, and so are tight
+  samples.render) are classified >= 97 % correctly through `preprocess`, and so are tight
   crops where the ink covers a third of the picture;
 - the naive resize-only pipeline gets < 20 % on the same uploads, i.e. preprocessing is what
   makes the difference (measured side by side on the same bytes);
@@ -14,15 +14,18 @@ Needs artifacts/lenet.pt (`make train` / `python -m train`) and MNIST on disk ($
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from handler.artifact import load_torchscript
-from handler.normalization import normalize
+from handler.normalization import IMAGE_SIZE, normalize
 from handler.preprocessing import decode_image, preprocess, to_mnist
 from samples.digits import encode_png
-from tests.realistic import render_realistic_set, render_tight_crop, resize_only_preprocess
+from samples.render import render_realistic_set, render_tight_crop
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +35,13 @@ TIGHT_COUNT = 500
 MIN_REALISTIC_ACCURACY = 0.97
 MAX_RESIZE_ONLY_ACCURACY = 0.20
 MAX_ROUND_TRIP_GAP = 0.003
+
+
+def resize_only_preprocess(data: bytes) -> np.ndarray:
+    """The naive baseline: grayscale, squash to 28x28, normalise. No inversion, crop or centring."""
+    with Image.open(io.BytesIO(data)) as image:
+        small = image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    return normalize(np.asarray(small, dtype=np.uint8))[np.newaxis]
 
 
 @pytest.fixture(scope="module")
