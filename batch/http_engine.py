@@ -151,8 +151,7 @@ class HttpEngine:
         version = version or self.model_version
         if pred is None:
             return Row(rel, model=self.model_name, model_version=version, error=error)
-        return Row(rel, pred.digit, pred.confidence, pred.probabilities, self.model_name,
-                   version)
+        return Row.of(rel, pred, self.model_name, version)
 
     def _post_once(self, session: requests.Session, items: list[tuple[str, bytes]]):
         url = f"{self._next_url()}/predictions/{self.model_name}"

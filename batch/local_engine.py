@@ -29,7 +29,6 @@ from batch.decode import PARENT_PID_ENV, prepare_chunk, ready, worker_init
 from batch.output import Row
 from handler.inputs import Prepared
 from handler.predictor import Predictor
-from handler.schemas import Prediction
 from project import paths
 
 logger = logging.getLogger(__name__)
@@ -117,11 +116,7 @@ class LocalEngine:
 
     def _rows_for(self, rels: list[str], prepared: Prepared) -> Iterator[Row]:
         for rel, answer in zip(rels, self.predictor.complete(prepared), strict=True):
-            if isinstance(answer, Prediction):
-                yield Row(rel, answer.digit, answer.confidence, answer.probabilities,
-                          self.model_name, self.model_version)  # fmt: skip
-            else:
-                yield self._error_row(rel, f"{answer.error.type}: {answer.error.message}")
+            yield Row.of(rel, answer, self.model_name, self.model_version)
 
     def _error_row(self, rel: str, message: str) -> Row:
         return Row(rel, model=self.model_name, model_version=self.model_version, error=message)

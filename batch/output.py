@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 CSV_HEADER = (
-    ["path", "digit", "confidence"]
+    ["path", "digit", "confidence", "uncertain"]
     + [f"p{i}" for i in range(NUM_CLASSES)]
     + ["model", "model_version", "error"]
 )
@@ -63,10 +63,20 @@ class Row:
     model: str = ""
     model_version: str = ""
     error: str | None = None
+    uncertain: bool | None = None  # the answer's `uncertain` flag (handler/schemas.py)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def of(cls, path: str, answer, model: str, model_version: str) -> Row:
+        """The row of one answer: a `Prediction`, or an `ImageError` (its type and message)."""
+        if hasattr(answer, "error"):
+            return cls(path, model=model, model_version=model_version,
+                       error=f"{answer.error.type}: {answer.error.message}")  # fmt: skip
+        return cls(path, answer.digit, answer.confidence, answer.probabilities, model,
+                   model_version, uncertain=answer.uncertain)  # fmt: skip
 
 
 def format_for(path: str | Path) -> str:
@@ -92,6 +102,7 @@ def encode_row(row: Row, fmt: str) -> bytes:
             "path": row.path,
             "digit": row.digit,
             "confidence": row.confidence,
+            "uncertain": row.uncertain,
             "probabilities": row.probabilities,
             "model": row.model,
             "model_version": row.model_version,
@@ -102,7 +113,8 @@ def encode_row(row: Row, fmt: str) -> bytes:
         except UnicodeEncodeError:  # undecodable file name: JSON's \u escapes round-trip it
             return (json.dumps(obj) + "\n").encode("ascii")
     probs = row.probabilities or [None] * NUM_CLASSES
-    fields = [row.path, _fmt(row.digit), _fmt(row.confidence), *map(_fmt, probs),
+    uncertain = "" if row.uncertain is None else str(row.uncertain).lower()
+    fields = [row.path, _fmt(row.digit), _fmt(row.confidence), uncertain, *map(_fmt, probs),
               row.model, row.model_version, "" if row.error is None else _one_line(row.error)]
     buf = io.StringIO()
     # QUOTE_MINIMAL quotes a line feed (our line terminator) but not a bare carriage return,
@@ -124,7 +136,8 @@ def decode_line(line: bytes, fmt: str) -> Row:
         if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
             raise ValueError("not a JSON object with a 'path'")
         return Row(obj["path"], obj.get("digit"), obj.get("confidence"), obj.get("probabilities"),
-                   obj.get("model", ""), obj.get("model_version", ""), obj.get("error"))
+                   obj.get("model", ""), obj.get("model_version", ""), obj.get("error"),
+                   obj.get("uncertain"))  # fmt: skip
     return _from_fields(next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"),
                                                     newline=""))))
 
@@ -132,10 +145,11 @@ def decode_line(line: bytes, fmt: str) -> Row:
 def _from_fields(fields: list[str]) -> Row:
     if len(fields) != len(CSV_HEADER):
         raise ValueError(f"{len(fields)} fields, expected {len(CSV_HEADER)}")
-    path, digit, conf, *rest = fields
+    path, digit, conf, uncertain, *rest = fields
     probs, model, version, error = rest[:NUM_CLASSES], *rest[NUM_CLASSES:]
     return Row(path, int(digit) if digit else None, float(conf) if conf else None,
-               [float(p) for p in probs] if digit else None, model, version, error or None)
+               [float(p) for p in probs] if digit else None, model, version, error or None,
+               {"true": True, "false": False}.get(uncertain))  # fmt: skip
 
 
 def repair_torn_tail(path: str | Path, fmt: str | None = None) -> int:

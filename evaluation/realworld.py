@@ -133,7 +133,7 @@ def _score_http(
     """Score all halves through one private TorchServe serving `path`.
 
     Also records how the served answers compare with the in-process ones: the share of equal
-    digits (1.0 expected) and the largest probability difference (float32 softmax vs float64).
+    digits (1.0 expected) and the largest difference of the calibrated probabilities.
     """
     uploads = [data for s in sets.values() for data in s.uploads]
     probabilities = scoring.probabilities_over_http(path, uploads)
@@ -141,12 +141,13 @@ def _score_http(
     for half, dataset in sets.items():
         probs = probabilities[start : start + len(dataset.uploads)]
         start += len(dataset.uploads)
-        http = score(scoring.logits_from_probabilities(probs), dataset.labels, dataset.items, cal)
+        logits = scoring.logits_from_probabilities(probs, cal.temperature)
+        http = score(logits, dataset.labels, dataset.items, cal)
         local = in_process[half]
         http["agreement_with_in_process"] = {
             "same_digit": float((probs.argmax(axis=1) == local.argmax(axis=1)).mean()),
             "max_probability_difference": float(
-                np.abs(probs - apply_temperature(local, 1.0)).max()
+                np.abs(probs - cal.probabilities(local)).max()
             ),
         }
         results[half]["http"] = http

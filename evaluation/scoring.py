@@ -1,12 +1,13 @@
-"""Scoring uploads with a model: in-process (the handler's own path) and through TorchServe.
+"""Scoring uploads with a model: in-process (the handler's own predictor) and through TorchServe.
 
-In-process: the TorchScript model from `handler.artifact.load_torchscript` on inputs made by
-`handler.preprocessing.preprocess` (`samples.realworld.model_inputs`, cached beside the set since
-they do not depend on the model), i.e. exactly what the handler runs, without HTTP.
+In-process: `handler.predictor.Predictor` on inputs made by `handler.preprocessing.preprocess`
+(`samples.realworld.model_inputs`, cached beside the set since they do not depend on the model),
+i.e. exactly what the handler runs, without HTTP. Its raw logits are kept, so the report can
+show the scores before and after the artifact's temperature.
 
 HTTP: the artifact is archived into a temporary model store with `deploy.archive`, served by a
-private `deploy.launcher.TorchServe` on free ports (token auth on) and queried with the
-project's `LenetClient` in multi-image requests; the server is stopped afterwards.
+private `deploy.server.TorchServe` on free ports (token auth on) and queried with the project's
+`client.LenetClient`; the server is stopped afterwards.
 """
 
 from __future__ import annotations
@@ -16,53 +17,39 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from handler.artifact import load_torchscript
+from handler.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
-PER_REQUEST = 50  # images per HTTP request: 3,000 images in 60 round trips
+PER_REQUEST = 8  # images per HTTP request, as the batch job sends them (within the limits)
 
 
 def logits_in_process(model_path: Path, inputs: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """`(N, 10)` float64 logits of the TorchScript model at `model_path` on `inputs`."""
-    module, _ = load_torchscript(model_path)
-    with torch.inference_mode():
-        chunks = [
-            module(torch.from_numpy(inputs[i : i + batch])).double().numpy()
-            for i in range(0, len(inputs), batch)
-        ]
+    """`(N, 10)` float64 logits of the model at `model_path` (`.pt` or `.mar`) on `inputs`."""
+    predictor = Predictor.load(model_path, "cpu")
+    chunks = [predictor.logits(inputs[i : i + batch]) for i in range(0, len(inputs), batch)]
     return np.concatenate(chunks) if chunks else np.zeros((0, 10))
 
 
 def probabilities_over_http(model_path: Path, uploads: list[bytes]) -> np.ndarray:
-    """`(N, 10)` probabilities the served model answers for `uploads` through the HTTP API.
+    """`(N, 10)` probabilities the served model answers for `uploads` through the HTTP API
+    (calibrated, as the server answers them).
 
     Archives `model_path`, starts a private TorchServe on free ports, sends the uploads in
     multi-image requests, stops the server. An upload the server refuses raises `RuntimeError`.
     """
-    from deploy.launcher import TorchServe, free_port
-    from handler.client import LenetClient
-
+    from client import LenetClient
     from deploy.archive import build_archive
+    from deploy.server import TorchServe
     from handler.schemas import Prediction
 
     with tempfile.TemporaryDirectory(prefix="lenet-eval-") as tmp:
         store = build_archive(Path(model_path), model_store=Path(tmp) / "model_store").parent
-        server = TorchServe(
-            model_store=store,
-            run_dir=Path(tmp) / "run",
-            inference_port=free_port(),
-            management_port=free_port(),
-            metrics_port=free_port(),
-            grpc_ports=(free_port(), free_port()),
-            token_auth=True,
-        )
-        with server:  # starts it, and stops it however the block ends
-            client = LenetClient(server.inference_url, token=server.inference_token, timeout=120)
+        with TorchServe.private(Path(tmp) / "run", model_store=store) as server:
             answers = []
-            with client:
+            with LenetClient(server.inference_url, token=server.inference_token,
+                             timeout=120) as client:  # fmt: skip
                 for start in range(0, len(uploads), PER_REQUEST):
                     answers += client.predict(uploads[start : start + PER_REQUEST])
     refused = [i for i, a in enumerate(answers) if not isinstance(a, Prediction)]
@@ -73,11 +60,11 @@ def probabilities_over_http(model_path: Path, uploads: list[bytes]) -> np.ndarra
     return np.array([a.probabilities for a in answers], dtype=np.float64)
 
 
-def logits_from_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """Logits equivalent to `probabilities` up to a per-row constant: `log p`.
+def logits_from_probabilities(probabilities: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Logits equivalent to `probabilities` up to a per-row constant.
 
-    softmax(log p / T) equals softmax(logits / T), so the HTTP answers can be recalibrated. Zero
-    probabilities (float32 underflow) are floored at 1e-45, far below anything that moves a
-    calibrated score.
+    The server answers softmax(logits / T); `T * log p` is then the logits up to a constant per
+    row, so the HTTP answers can be scored before and after calibration like in-process ones.
+    Zero probabilities (underflow) are floored at 1e-300, far below anything that moves a score.
     """
-    return np.log(np.maximum(probabilities, 1e-45))
+    return temperature * np.log(np.maximum(probabilities, 1e-300))

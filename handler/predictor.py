@@ -20,6 +20,7 @@ import torch
 
 from handler import MODEL_NAME, TORCH_THREADS_ENV
 from handler.artifact import load_torchscript
+from handler.calibration import Calibration
 from handler.inputs import Prepared, prepare
 from handler.normalization import IMAGE_SIZE
 from handler.schemas import ErrorBody, ImageError, Prediction
@@ -63,6 +64,8 @@ class Predictor:
         self.device = torch.device(device)
         self.name = str(metadata.get("name") or MODEL_NAME)
         self.version = str(metadata.get("version") or "")
+        # The temperature and the uncertain threshold the training job fitted (identity if none).
+        self.calibration = Calibration.from_metadata(metadata)
 
     @classmethod
     def load(cls, path: str | Path, device: str | int | None = "auto") -> Predictor:
@@ -77,20 +80,25 @@ class Predictor:
         """Run one forward pass: the first TorchScript call optimises the graph."""
         self.probabilities(np.zeros((1, 1, IMAGE_SIZE, IMAGE_SIZE), np.float32))
 
-    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
-        """(N, 1, 28, 28) normalised float32 inputs -> (N, 10) float64 softmax probabilities."""
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 1, 28, 28) normalised float32 inputs -> (N, 10) float64 logits."""
         if len(inputs) == 0:
             return np.empty((0, 10), np.float64)
         with torch.inference_mode():
-            logits = self.module(torch.from_numpy(inputs).to(self.device))
-            # float64: the ten probabilities sum to 1 tightly, and every caller gets the same.
-            return torch.softmax(logits.double(), dim=1).cpu().numpy()
+            return self.module(torch.from_numpy(inputs).to(self.device)).double().cpu().numpy()
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 1, 28, 28) inputs -> (N, 10) calibrated probabilities: the softmax of the logits
+        over the artifact's temperature, in float64 (they sum to 1 tightly, and every caller
+        gets the same)."""
+        return self.calibration.probabilities(self.logits(inputs))
 
     def complete(self, prepared: Prepared) -> list[Prediction | ImageError]:
         """Answers for prepared images, in input order: one forward pass over the good ones."""
         probs = self.probabilities(prepared.inputs)
         return [
-            image_error(error) if row is None else Prediction.from_probabilities(probs[row])
+            image_error(error) if row is None
+            else Prediction.from_probabilities(probs[row], self.calibration.uncertain_below)
             for row, error in zip(prepared.rows, prepared.errors, strict=True)
         ]
 

@@ -43,19 +43,30 @@ class Prediction(BaseModel):
         Field(
             min_length=NUM_CLASSES,
             max_length=NUM_CLASSES,
-            description="Softmax probability of each digit 0-9; sums to 1.",
+            description="Calibrated probability of each digit 0-9 (temperature-scaled softmax, "
+            "the temperature fitted on validation data at training time); sums to 1.",
         ),
     ]
+    uncertain: Annotated[
+        bool,
+        Field(description="True when `confidence` is below the model's threshold, chosen on "
+              "validation data so that at most a stated share of the answers at or above it "
+              "are wrong (the artifact's `calibration.target_error_among_confident`, e.g. "
+              "0.5 %): an answer to check by hand."),
+    ] = False
 
     @classmethod
-    def from_probabilities(cls, probabilities) -> Prediction:
-        """Build the answer from one row of softmax probabilities (any float sequence).
+    def from_probabilities(cls, probabilities, uncertain_below: float = 0.0) -> Prediction:
+        """Build the answer from one row of (calibrated) probabilities (any float sequence);
+        `uncertain` is set when the confidence is strictly below `uncertain_below`.
 
-        The handler and the batch job both call this, so they answer identically.
+        The predictor calls this for the handler and the batch job alike, so they answer
+        identically.
         """
         probs = [float(p) for p in probabilities]
         digit = max(range(len(probs)), key=probs.__getitem__)
-        return cls(digit=digit, confidence=probs[digit], probabilities=probs)
+        return cls(digit=digit, confidence=probs[digit], probabilities=probs,
+                   uncertain=probs[digit] < uncertain_below)  # fmt: skip
 
     @field_validator("probabilities")
     @classmethod

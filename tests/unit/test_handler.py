@@ -321,3 +321,67 @@ def test_handler_runs_on_a_real_gpu(model_dir, digit, keep_torch_threads):
         x = torch.from_numpy(preprocessing.preprocess(encode_png(digit[0])))[None]
         ref = torch.softmax(h.predictor.module.cpu()(x).double(), dim=1)[0].numpy()
     np.testing.assert_allclose(cpu, ref, atol=1e-4)
+
+
+# --- calibration: the artifact's temperature and threshold, applied alike everywhere -----------
+@pytest.fixture(scope="module")
+def calibrated_dir(tmp_path_factory, mnist_test) -> Path:
+    """An untrained LeNet-5 whose metadata carries a strong temperature, and a threshold at the
+    median calibrated confidence of the first 40 test digits, so both visibly change answers."""
+    from handler import normalization
+    from handler.calibration import apply_temperature
+    from handler.predictor import Predictor
+    from train.export import save_torchscript
+    from train.model import LeNet5
+
+    torch.manual_seed(3)
+    folder = tmp_path_factory.mktemp("calibrated")
+    metadata = {"name": MODEL_NAME, "version": "test", "variant": "modern",
+                "normalization": normalization.describe()}  # fmt: skip
+    model = LeNet5("modern")
+    save_torchscript(model, folder / "lenet.pt", metadata)
+    inputs = np.stack([preprocessing.preprocess(encode_png(d)) for d in mnist_test[0][:40]])
+    confidence = apply_temperature(Predictor.load(folder / "lenet.pt").logits(inputs), 2.5)
+    threshold = float(np.median(confidence.max(axis=1)))
+    metadata["calibration"] = {"temperature": 2.5, "uncertain_below": threshold,
+                               "target_error_among_confident": 0.005}  # fmt: skip
+    save_torchscript(model, folder / "lenet.pt", metadata)
+    return folder
+
+
+def test_calibration_in_the_metadata_is_applied_by_the_handler_and_the_batch_job(
+        calibrated_dir, mnist_test, tmp_path, keep_torch_threads):  # fmt: skip
+    from batch.discover import iter_files
+    from batch.local_engine import LocalEngine, LocalOptions
+    from handler.calibration import apply_temperature
+    from handler.predictor import Predictor
+
+    images, _ = mnist_test
+    pngs = [encode_png(images[i]) for i in range(40)]
+    predictor = Predictor.load(calibrated_dir / "lenet.pt", "cpu")
+    assert predictor.calibration.temperature == 2.5
+    logits = predictor.logits(np.stack([preprocessing.preprocess(p) for p in pngs]))
+    expected = apply_temperature(logits, 2.5)
+    assert not np.allclose(expected, apply_temperature(logits, 1.0))  # T really changes them
+
+    h = LenetHandler()
+    h.initialize(make_context(calibrated_dir))
+    served = [body for _, body in run(h, [{"body": p} for p in pngs])]
+    for i, png in enumerate(pngs):
+        (tmp_path / f"{i:02d}.png").write_bytes(png)
+    with LocalEngine(LocalOptions(model=calibrated_dir / "lenet.pt", workers=0)) as engine:
+        rows = list(engine.score(tmp_path, iter_files(tmp_path)))
+    for answer, row, probs in zip(served, rows, expected, strict=True):
+        np.testing.assert_allclose(answer.probabilities, probs, rtol=0, atol=1e-12)
+        assert row.probabilities == answer.probabilities  # identical, not just close
+        # `uncertain` is set exactly below the artifact's threshold, in both.
+        below = answer.confidence < predictor.calibration.uncertain_below
+        assert answer.uncertain is below and row.uncertain is below
+    assert {a.uncertain for a in served} == {True, False}, "the threshold must split this set"
+
+
+def test_uncertain_is_published_in_the_json_schema():
+    schema = schemas.json_schema()
+    prediction = schema["$defs"]["Prediction"]["properties"]
+    assert prediction["uncertain"]["type"] == "boolean"
+    assert "threshold" in prediction["uncertain"]["description"]
