@@ -29,7 +29,7 @@ from batch.decode import prepare_chunk, ready
 from batch.output import Row
 from handler.inputs import Prepared
 from handler.predictor import Predictor
-from handler.schemas import Prediction
+from handler.schemas import ImageError, Prediction
 from project import paths
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,18 @@ def peak_rss_mb(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def answer_rows(rels: Iterable[str], answers: Iterable[Prediction | ImageError],
+                predictor: Predictor) -> Iterator[Row]:  # fmt: skip
+    """One Row per path from the predictor's answers: every engine builds its rows here."""
+    for rel, answer in zip(rels, answers, strict=True):
+        if isinstance(answer, Prediction):
+            yield Row(rel, answer.digit, answer.confidence, answer.probabilities,
+                      predictor.name, predictor.version)  # fmt: skip
+        else:
+            yield Row(rel, model=predictor.name, model_version=predictor.version,
+                      error=f"{answer.error.type}: {answer.error.message}")
 
 
 class LocalEngine:
@@ -112,12 +124,7 @@ class LocalEngine:
         self.close()
 
     def _rows_for(self, rels: list[str], prepared: Prepared) -> Iterator[Row]:
-        for rel, answer in zip(rels, self.predictor.complete(prepared), strict=True):
-            if isinstance(answer, Prediction):
-                yield Row(rel, answer.digit, answer.confidence, answer.probabilities,
-                          self.model_name, self.model_version)  # fmt: skip
-            else:
-                yield self._error_row(rel, f"{answer.error.type}: {answer.error.message}")
+        return answer_rows(rels, self.predictor.complete(prepared), self.predictor)
 
     def _error_row(self, rel: str, message: str) -> Row:
         return Row(rel, model=self.model_name, model_version=self.model_version, error=message)

@@ -1,0 +1,314 @@
+"""Scoring on a Ray cluster with Ray Data: decode tasks on CPUs, the model in an actor pool.
+
+Pipeline:
+
+    discover (here, streaming) -> chunks of `chunk_size` paths `ray.put` into the object store
+    -> Ray Data: read chunk + decode/preprocess (tasks, `batch.decode.prepare_chunk`, torch-free)
+    -> `map_batches(Scorer)`: an actor pool, the predictor loaded once per actor, GPUs when asked
+    -> `iter_batches()` back here -> rows, written by the job through the append-only writer.
+
+Exactly once: Ray retries the tasks and restarts the actors of a node that dies (Ray Data's
+defaults: task retries and actor restarts without limit), and every row carries its listing
+chunk, so `ChunkLedger` drops a row that would come back twice and fails the job if one never
+does. A driver killed at any moment loses only rows it had not written; `--resume` lists the
+folder again without them. Why not Ray Data's own checkpointing: batch/README.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from batch.job import JobError
+from batch.output import Row
+from project import paths
+
+logger = logging.getLogger(__name__)
+
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray node on 127.0.0.1 only
+CONNECT_TIMEOUT_S = 5.0
+ACTOR_START_TIMEOUT_S = 600  # a cold node may pull an image and import torch first
+
+
+class RayEngineError(JobError):
+    """The Ray engine cannot start (Ray missing, no cluster at the address) or lost files."""
+
+
+@dataclass
+class RayOptions:
+    """How the ray engine runs (the CLI's `ray engine` options); None = sized from the cluster."""
+
+    address: str | None = None  # None: $RAY_ADDRESS, else a private single-node Ray (loopback)
+    model: Path | None = None  # .pt or .mar; default: project.paths.default_model()
+    device: str = "auto"
+    batch_size: int = 256  # images per actor call (one forward pass)
+    chunk_size: int = 256  # files per decode task
+    actors: int | None = None  # default: the cluster's GPUs, else one per node
+    actor_gpus: float | None = None  # default: 1 when the cluster has GPUs, else 0
+    actor_cpus: float | None = None  # default: 1 with GPUs, else 0 (see `plan_actors`)
+    decode_cpus: float = 1.0
+    torch_threads: int = 1
+    num_cpus: int | None = None  # private instance only: its CPUs (default: all)
+    progress: bool = True  # Ray Data's progress bars on stderr
+
+
+@dataclass
+class ActorPlan:
+    """How many scorer actors and what each reserves."""
+
+    actors: int
+    gpus: float
+    cpus: float
+
+
+def plan_actors(resources: dict, nodes: int, options: RayOptions) -> ActorPlan:
+    """The actor pool for a cluster with these total `resources` and `nodes` alive nodes.
+
+    With GPUs: one actor per GPU, each holding one CPU to feed it. Without: one actor per node
+    holding no CPU, so that every core runs a decode task; the actor shares the node's cores
+    (LeNet's forward pass costs about half of decoding a PNG, so one actor keeps up with a
+    node's decode tasks up to a few cores; `--actors` adds more on bigger nodes).
+    """
+    cluster_gpus = int(resources.get("GPU", 0))
+    gpus = options.actor_gpus if options.actor_gpus is not None else (1 if cluster_gpus else 0)
+    cpus = options.actor_cpus if options.actor_cpus is not None else (1 if gpus else 0)
+    if options.actors is not None:
+        actors = options.actors
+    elif gpus:
+        actors = max(1, int(cluster_gpus / gpus))
+    else:
+        actors = max(1, nodes)
+    return ActorPlan(actors, gpus, cpus)
+
+
+def node_by_node(node_ids: list[str]):
+    """Remote args for each new CPU actor: the next node in turn, any live node as fallback.
+
+    Actors that reserve no CPU are not spread by Ray's SPREAD policy in any dependable way (its
+    round-robin index also moves with every decode task), nor by soft node affinity, so two
+    could share a node while the other's cores decode for both. A label selector on the node id
+    with an empty fallback selector places each actor on its node, and an actor restarted after
+    its node died on any live one. (`ray_remote_args_fn`, the per-actor hook, is deprecated after
+    Ray 2.60, which is pinned.)
+    """
+    turn = itertools.cycle(node_ids)
+    return lambda: {"label_selector": {"ray.io/node-id": next(turn)},
+                    "fallback_strategy": [{"label_selector": {}}]}  # fmt: skip
+
+
+class ChunkLedger:
+    """Rows still owed per listing chunk: a row delivered twice is dropped, a lost one is found.
+
+    Holds one count per chunk and the paths of chunks still in flight only, so its memory is
+    bounded by the chunks Ray Data has in flight, not by the number of files.
+    """
+
+    def __init__(self) -> None:
+        self.expected: dict[int, int] = {}
+        self._seen: dict[int, set[str]] = {}
+        self.duplicates = 0
+
+    def add(self, chunk: int, rows: int) -> None:
+        self.expected[chunk] = rows
+
+    def accept(self, chunk: int, path: str) -> bool:
+        """True the first time `path` of `chunk` comes back, False for a repeat."""
+        if chunk not in self.expected:
+            self.duplicates += 1  # the chunk is complete already
+            return False
+        seen = self._seen.setdefault(chunk, set())
+        if path in seen:
+            self.duplicates += 1
+            return False
+        seen.add(path)
+        if len(seen) == self.expected[chunk]:
+            del self.expected[chunk], self._seen[chunk]
+        return True
+
+    def missing(self) -> int:
+        """Rows listed but never delivered."""
+        return sum(n - len(self._seen.get(c, ())) for c, n in self.expected.items())
+
+
+def import_ray(private: bool):
+    """`ray` and `ray.data`, or RayEngineError saying how to install them.
+
+    A private instance must be bound to 127.0.0.1: Ray reads LOCAL_ONLY_ENV at import time and
+    then gives the node the loopback address instead of the host's first interface.
+    """
+    if private:
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise RayEngineError(f"the ray engine needs Ray ({exc}); install it with "
+                             "pip install '.[ray]'") from exc  # fmt: skip
+    return ray
+
+
+def resolve_address(ray, address: str) -> str:
+    """The host:port behind `address` ('auto' is looked up as Ray does), checked reachable.
+
+    `ray.init` retries an unreachable GCS for minutes; a refused TCP connection here is a clear
+    error at once.
+    """
+    target = address
+    if address == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            target = get_ray_address_from_environment("auto", None)
+        except ConnectionError as exc:
+            raise RayEngineError(f"--address auto: {exc}") from exc
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise RayEngineError(
+            f"no Ray cluster reachable at {address} ({target}: {exc}); start one with "
+            "`ray start --head` or pass the head's --address HOST:PORT or ray://HOST:PORT"
+        ) from exc
+    return target
+
+
+class RayEngine:
+    """Ray Data on a cluster (`--address`) or on a private single-node Ray started for the job."""
+
+    name = "ray"
+
+    def __init__(self, options: RayOptions | None = None) -> None:
+        from handler.predictor import Predictor
+
+        self.options = options = options or RayOptions()
+        address = options.address or os.environ.get("RAY_ADDRESS") or None
+        # Load the model here first: a bad model fails the job before any cluster work, and
+        # the rows name the version the actors will load from these same bytes.
+        model_path = Path(options.model or paths.default_model())
+        predictor = Predictor.load(model_path, "cpu")
+        self.model_name, self.model_version = predictor.name, predictor.version
+        self._model = (model_path.read_bytes(), model_path.suffix)
+        del predictor
+        self.ray = ray = import_ray(private=address is None)
+        init = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if address is None:
+            init.update(address="local", include_dashboard=False, num_cpus=options.num_cpus)
+        else:
+            init["address"] = resolve_address(ray, address)
+        try:
+            ray.init(**init)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RayEngineError(f"cannot connect to Ray at {address}: {exc}") from exc
+        self.rows_per_node: Counter = Counter()
+        self.decode_s = 0.0  # decode task time, all rows (for sizing: s per image per core)
+        self.score_s: Counter = Counter()  # actor busy time per node
+        self.duplicates_dropped = 0
+        self.plan: ActorPlan | None = None
+
+    def close(self) -> None:
+        """Disconnect (a private instance is stopped)."""
+        if self.ray.is_initialized():
+            self.ray.shutdown()
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _put_listing(self, paths_: Iterable[str], ledger: ChunkLedger) -> list[tuple]:
+        from batch.ray_worker import listing_block
+
+        chunks, it = [], iter(paths_)
+        for number, rels in enumerate(iter(lambda: list(islice(it, self.options.chunk_size)),
+                                           [])):  # fmt: skip
+            table = listing_block(rels, number)
+            chunks.append((self.ray.put(table), table.num_rows, table.nbytes))
+            ledger.add(number, table.num_rows)
+        return chunks
+
+    def _dataset(self, root: str, chunks: list[tuple]):
+        from ray.util.annotations import RayDeprecationWarning
+
+        from batch.ray_worker import ListingDatasource, Scorer, decode_batch
+
+        ray, options = self.ray, self.options
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = options.progress
+        # Start feeding only once every actor has its model loaded: the first actor up would
+        # otherwise take the whole of a short job, and a pool the cluster cannot place (say
+        # GPUs asked of a CPU cluster) fails with a clear error instead of waiting for good.
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+        nodes = [n["NodeID"] for n in ray.nodes()
+                 if n.get("Alive") and n.get("Resources", {}).get("CPU")]  # fmt: skip
+        self.plan = plan = plan_actors(ray.cluster_resources(), len(nodes), options)
+        logger.info("ray engine: %d node(s) with CPUs, %s; %d scorer actor(s) x (%g GPU, %g CPU)",
+                    len(nodes), ray.cluster_resources(), plan.actors, plan.gpus, plan.cpus)
+        device = options.device if options.device != "auto" else ("cuda" if plan.gpus else "cpu")
+        # The model goes to the actors by reference (in a list, so that Ray does not resolve it
+        # into the constructor arguments): a restarted actor fetches it again.
+        model = [ray.put(self._model)]
+        with warnings.catch_warnings():  # `ray_remote_args_fn`'s deprecation: see node_by_node
+            warnings.simplefilter("ignore", RayDeprecationWarning)
+            return (ray.data.read_datasource(ListingDatasource(chunks))
+                    .map_batches(decode_batch, fn_kwargs={"root": root}, batch_size=None,
+                                 num_cpus=options.decode_cpus, batch_format="numpy")
+                    .map_batches(Scorer, fn_constructor_args=(model, device,
+                                                              options.torch_threads),
+                                 batch_size=options.batch_size, batch_format="numpy",
+                                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                                 num_gpus=plan.gpus, num_cpus=plan.cpus,
+                                 ray_remote_args_fn=None if plan.gpus else node_by_node(nodes)))
+
+    def score(self, root: str | Path, paths_: Iterable[str]) -> Iterator[Row]:
+        """Yield one Row per path (relative to `root`), in the order the actors finish them."""
+        ledger = ChunkLedger()
+        started = time.perf_counter()
+        chunks = self._put_listing(paths_, ledger)
+        logger.info("listed %d files in %d chunks in %.1f s", sum(c[1] for c in chunks),
+                    len(chunks), time.perf_counter() - started)
+        if not chunks:
+            return
+        # Workers on other nodes read the files themselves: the folder must be at the same
+        # absolute path on every node (a shared or identically mounted file system).
+        dataset = self._dataset(str(Path(root).resolve()), chunks)
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            yield from self._rows(batch, ledger)
+        self.duplicates_dropped = ledger.duplicates
+        missing = ledger.missing()
+        if missing:
+            raise RayEngineError(f"{missing} listed files never came back from the cluster; "
+                                 "run again with --resume to score them")  # fmt: skip
+
+    def _rows(self, batch: dict, ledger: ChunkLedger) -> Iterator[Row]:
+        import math
+
+        node = batch["node"]
+        self.decode_s += float(batch["decode_s"].sum())
+        for i, raw in enumerate(batch["path"]):
+            path = os.fsdecode(raw)
+            if not ledger.accept(int(batch["chunk"][i]), path):
+                logger.warning("dropped a second row for %r (a retried task delivered it "
+                               "again)", path)  # fmt: skip
+                continue
+            self.rows_per_node[node[i]] += 1
+            self.score_s[node[i]] += float(batch["score_s"][i])
+            error = batch["error"][i]
+            if error:
+                yield Row(path, model=batch["model"][i], model_version=batch["model_version"][i],
+                          error=error)  # fmt: skip
+                continue
+            confidence = float(batch["confidence"][i])
+            yield Row(path, int(batch["digit"][i]), None if math.isnan(confidence) else confidence,
+                      batch["probabilities"][i].tolist(), batch["model"][i],
+                      batch["model_version"][i])  # fmt: skip
