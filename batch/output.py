@@ -1,5 +1,8 @@
 """The predictions file: CSV or JSONL rows, appended whole, resumable after a crash.
 
+(Parquet, chosen by the `.parquet` extension, journals its rows through these same rules and is
+written whole at the end of the run: `batch.parquet_output`.)
+
 Crash safety rests on three rules:
 - each row is encoded completely first and handed to the kernel in ONE `write` on an
   `O_APPEND` descriptor, so a reader (or a resume) sees whole rows, and rows are flushed as
@@ -27,7 +30,7 @@ from handler.schemas import NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 CSV_HEADER = (
     ["path", "digit", "confidence"]
     + [f"p{i}" for i in range(NUM_CLASSES)]
@@ -57,7 +60,7 @@ class Row:
 
 
 def format_for(path: str | Path) -> str:
-    """'csv' or 'jsonl' from the output file's extension."""
+    """'csv', 'jsonl' or 'parquet' from the output file's extension."""
     suffix = Path(path).suffix.lower()
     try:
         return FORMATS[suffix]
@@ -144,6 +147,11 @@ def repair_torn_tail(path: str | Path) -> int:
 
 def read_rows(path: str | Path, fmt: str) -> Iterator[Row]:
     """Every row of an existing (repaired) output file; OutputError names a malformed line."""
+    if fmt == "parquet":
+        from batch.parquet_output import read_parquet
+
+        yield from read_parquet(path)
+        return
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             line = raw.rstrip(b"\n")
@@ -214,7 +222,7 @@ class RowWriter:
 
 
 def check_output(path: str | Path, *, resume: bool, overwrite: bool) -> str:
-    """Validate the output path without touching it; returns its format ('csv'/'jsonl').
+    """Validate the output path without touching it; returns its format ('csv'/'jsonl'/...).
 
     OutputError for an unknown extension, a missing folder, or an existing file without
     `resume`/`overwrite` (a finished run is never clobbered by accident).
@@ -228,6 +236,10 @@ def check_output(path: str | Path, *, resume: bool, overwrite: bool) -> str:
             f"output {path} already exists: pass --resume to continue it or --overwrite "
             "to replace it"
         )
+    if fmt == "parquet":
+        from batch.parquet_output import check_journal
+
+        check_journal(path, resume=resume, overwrite=overwrite)
     return fmt
 
 
@@ -243,6 +255,11 @@ def open_output(path: str | Path, *, resume: bool, overwrite: bool,
     """
     path = Path(path)
     fmt = check_output(path, resume=resume, overwrite=overwrite)
+    if fmt == "parquet":
+        from batch.parquet_output import open_parquet
+
+        return open_parquet(path, resume=resume, overwrite=overwrite,
+                            on_existing_row=on_existing_row)  # fmt: skip
     done: set[str] = set()
     if path.exists():
         if resume:
