@@ -30,7 +30,7 @@ from project import paths
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_STORE = "/app/model_store"
-# Environment variable -> model-config.yaml override understood by the launcher.
+# Environment variable -> model-config.yaml override understood by deploy/config.py.
 MODEL_ENV = {
     "LENET_WORKERS": "workers",
     "LENET_BATCH_SIZE": "batchSize",

@@ -4,8 +4,8 @@
 Two local requests, standard library only (it runs every few seconds):
 1. GET /ping on the inference API must say "Healthy";
 2. the management API's describe of the model must list at least one READY worker. /ping alone
-   is not enough: TorchServe 0.12.0 answers Healthy while the worker is still loading (measured
-   in this container: ping Healthy at 4 s, the worker still UNLOADING, READY two seconds later).
+   is not enough: TorchServe 0.12.0 answers Healthy while the worker is still loading, seconds
+   before it can answer a prediction.
 
 With token authorisation on (the default) each request carries its key from the key file
 TorchServe wrote into its working directory (deploy/keys.py: $LENET_RUN_DIR/key_file.json).

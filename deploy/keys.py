@@ -2,7 +2,7 @@
 
 With token authorisation on (the default here), TorchServe writes `key_file.json` (mode 0600)
 into its working directory at start-up, holding an inference key, a management key and the
-token API key. The launcher runs TorchServe inside the run directory (`.run/` by default,
+token API key. `deploy.server` runs TorchServe inside the run directory (`.run/` by default,
 `LENET_RUN_DIR` to move it), so every client of this project (CLI, tests, batch job, load tests,
 health checks) reads the keys from there, unless the environment provides them:
 
@@ -51,7 +51,7 @@ def read_key(kind: str, path: Path | None) -> str | None:
         raise RuntimeError(f"cannot read TorchServe key file {path}: {exc}") from exc
     if not text.strip():
         # TorchServe creates the file, then writes it: a reader polling a starting server
-        # (launcher.wait_ready, a client after a restart) can see it empty. Not written yet.
+        # (TorchServe.wait_ready, a client after a restart) can see it empty. Not written yet.
         return None
     try:
         data = json.loads(text)

@@ -10,16 +10,15 @@ with it:
 - ``prediction`` -> 200 with a schema-valid `Prediction` (a real image with no digit in it,
                     e.g. 1x1 or blank: any digit is an acceptable answer, a crash is not).
 
-The digits come from the MNIST test set (``$MNIST_DIR``), so the expected labels are read from
-the data, never typed. `python -m tests.hostile_corpus OUT_DIR` writes the corpus to disk with a
-`manifest.json`, for poking the server by hand with curl.
+The digits are MNIST test digits (the tests pass conftest's `mnist_test`), so the expected
+labels are read from the data, never typed. `python -m tests.hostile_corpus OUT_DIR` writes the
+corpus to disk with a `manifest.json`, for poking the server by hand with curl.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import os
 import struct
@@ -31,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# TorchServe's own default (config `max_request_size`), used when the config does not say.
-TORCHSERVE_DEFAULT_MAX_REQUEST_SIZE = 6_553_500
+from samples.digits import encode_png
+from tests.images import encode, png_chunk, png_claiming_size
+from tests.server_access import TORCHSERVE_DEFAULT_MAX_REQUEST_SIZE
 
 # MNIST test-set indices used as the "real digit" of each legitimate case. They are the first
 # ones of the test set, so anyone can look them up; their labels are read from the IDX file.
@@ -59,59 +58,10 @@ class Case:
             raise ValueError(f"case {self.id}: a 'digit' case needs its label")
 
 
-# --- MNIST ----------------------------------------------------------------------------------
-def load_digits(directory: Path | None = None, count: int = 8):
-    """The first `count` MNIST test images (28x28 uint8, white ink on black) and labels.
-
-    Read through the training job's verified reader (`train.mnist`): `directory`, else
-    `$MNIST_DIR`, else its download cache. Never downloads (tests must not touch the network):
-    raises FileNotFoundError when that folder lacks the test files.
-    """
-    from train.mnist import DEFAULT_CACHE_DIR, MnistError, load_test_digits
-
-    directory = Path(directory or os.environ.get("MNIST_DIR") or DEFAULT_CACHE_DIR)
-    if not any(directory.glob("t10k-images-idx3-ubyte*")):
-        raise FileNotFoundError(f"no MNIST test images in {directory}; set MNIST_DIR")
-    try:
-        images, labels = load_test_digits(directory)
-    except MnistError as exc:
-        raise FileNotFoundError(f"MNIST test set unavailable: {exc}") from exc
-    return images[:count], labels[:count].astype(int)
-
-
 # --- image helpers --------------------------------------------------------------------------
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    """Encode a PIL image into `fmt` bytes."""
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
 def upscale(pixels: np.ndarray, size: int) -> Image.Image:
     """An MNIST digit as a smooth `size`x`size` grayscale image (like a scan, not a 28px blob)."""
     return Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.BICUBIC)
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    """One PNG chunk with a correct CRC."""
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-
-def png_claiming_size(width: int, height: int) -> bytes:
-    """A well-formed PNG header that claims `width`x`height` 8-bit grayscale pixels.
-
-    The IDAT holds only one row, so the file is ~100 bytes: a decoder that trusts the header
-    and allocates width*height bytes up front is the bug this case looks for.
-    """
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" + b"\x00" * min(width, 1024))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
-    )
 
 
 def png_decompression_bomb(side: int = 20_000) -> bytes:
@@ -150,17 +100,19 @@ def b64(data: bytes) -> str:
 
 # --- the corpus -----------------------------------------------------------------------------
 def build_corpus(
+    images: np.ndarray,
+    labels: np.ndarray,
     max_request_size: int = TORCHSERVE_DEFAULT_MAX_REQUEST_SIZE,
     max_image_pixels: int | None = None,
-    directory: Path | None = None,
 ) -> list[Case]:
     """Every hostile and unusual case, in a stable order with unique ids.
 
-    `max_request_size` is the server's body limit (the over-size case sends one byte more);
-    `max_image_pixels` is the handler's decode limit: the 4000x3000 photo is a legitimate
-    image that must be answered when it is within the limit, and refused (4xx) otherwise.
+    `images`, `labels`: the MNIST test set (uint8 `(N, 28, 28)`, white ink on black) the
+    legitimate cases are made of. `max_request_size` is the server's body limit (the over-size
+    case sends one byte more); `max_image_pixels` is the handler's decode limit: the 4000x3000
+    photo is a legitimate image that must be answered when it is within the limit, and refused
+    (4xx) otherwise.
     """
-    images, labels = load_digits(directory, count=max(DIGIT_INDICES) + 1)
     digit = {i: (images[i], int(labels[i])) for i in DIGIT_INDICES}
     rng = np.random.default_rng(20260424)
     cases: list[Case] = []
@@ -169,7 +121,7 @@ def build_corpus(
         cases.append(Case(*args, **kwargs))
 
     px0, label0 = digit[0]
-    plain_png = encode(Image.fromarray(px0, mode="L"), "PNG")
+    plain_png = encode_png(px0)
     jpeg = encode(upscale(px0, 280).convert("RGB"), "JPEG", quality=90)
 
     # Not an image at all.
@@ -370,11 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     limits.add_argument("--max-image-pixels", type=int, default=None, help="decode limit")
     args = parser.parse_args(argv)
+    from train.mnist import DEFAULT_CACHE_DIR, MnistError, load_test_digits
+
+    # An explicit folder, so that this never downloads.
+    folder = args.mnist_dir or Path(os.environ.get("MNIST_DIR") or DEFAULT_CACHE_DIR)
     try:
-        cases = build_corpus(args.max_request_size, args.max_image_pixels, args.mnist_dir)
-    except FileNotFoundError as exc:
+        images, labels = load_test_digits(folder)
+    except MnistError as exc:
         print(f"hostile_corpus: error: {exc}", file=sys.stderr)
         return 2
+    cases = build_corpus(images, labels, args.max_request_size, args.max_image_pixels)
     path = write_corpus(cases, args.out_dir)
     print(f"wrote {len(cases)} cases to {path}")
     return 0

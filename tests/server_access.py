@@ -1,79 +1,31 @@
-"""Small helpers the reliability and security tests share: where a server is, who its workers
-are, what a refused key looks like.
+"""Small helpers the integration, reliability and security tests share: where a server is,
+who its workers are, what a refused key looks like.
 
-They read the committed configuration (`deploy/config.properties`) and ask a real
-`deploy.launcher.TorchServe` (the conftest fixtures) through its management API; nothing is
-mocked.
+They ask a real `deploy.server.TorchServe` (the conftest fixtures) through its own API and read
+the config it really runs with; nothing is mocked.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import requests
 
-from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE, auth_headers
-from deploy.launcher import BASE_CONFIG, read_properties
+from deploy.config import read_properties
+from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE
 from handler.schemas import ErrorResponse
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_PROPERTIES = BASE_CONFIG  # the committed deploy/config.properties
-MODEL_NAME = "lenet"
+# TorchServe's own default `max_request_size`, in force when the config does not set one.
+TORCHSERVE_DEFAULT_MAX_REQUEST_SIZE = 6_553_500
 
 
-def configured_max_request_size() -> int | None:
-    """`max_request_size` of the committed configuration, if it sets one."""
-    if not CONFIG_PROPERTIES.is_file():
-        return None
-    value = read_properties(CONFIG_PROPERTIES).get("max_request_size")
-    return int(value) if value else None
+def served_properties(server) -> dict[str, str]:
+    """The config.properties a started `TorchServe` runs with (rendered into its run dir)."""
+    return read_properties(server.run_dir / "config.properties")
 
 
-def max_image_pixels() -> int | None:
-    """The handler's decode limit (`handler.preprocessing.MAX_IMAGE_PIXELS`), if it has one."""
-    try:
-        from handler.preprocessing import MAX_IMAGE_PIXELS
-    except ImportError:
-        return None
-    return MAX_IMAGE_PIXELS
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """URLs and headers of one running server."""
-
-    inference_url: str
-    management_url: str
-    inference_token: str | None
-    management_token: str | None
-
-    @property
-    def predict_url(self) -> str:
-        return f"{self.inference_url}/predictions/{MODEL_NAME}"
-
-    @property
-    def inference_headers(self) -> dict[str, str]:
-        return auth_headers(self.inference_token)
-
-    @property
-    def management_headers(self) -> dict[str, str]:
-        return auth_headers(self.management_token)
-
-
-def endpoints(server) -> Endpoints:
-    """The endpoints of a `deploy.launcher.TorchServe` (the conftest fixtures hand those out)."""
-    return Endpoints(
-        inference_url=server.inference_url.rstrip("/"),
-        management_url=server.management_url.rstrip("/"),
-        inference_token=server.inference_token,
-        management_token=server.management_token,
-    )
-
-
-def worker_pids(server) -> dict[str, int]:
-    """{worker id: pid} of the model's workers, as the management API reports them."""
-    return server.worker_pids()
+def max_request_size(server) -> int:
+    """The body limit the server enforces: its config's `max_request_size`, else the default."""
+    value = served_properties(server).get("max_request_size")
+    return int(value) if value else TORCHSERVE_DEFAULT_MAX_REQUEST_SIZE
 
 
 def ready_worker_pids(server) -> set[int]:

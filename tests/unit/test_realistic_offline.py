@@ -16,20 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from handler.artifact import load_torchscript
 from handler.normalization import normalize
 from handler.preprocessing import decode_image, preprocess, to_mnist
-from tests.realistic import (
-    MODEL_PATH,
-    encode_png,
-    load_test_digits,
-    mnist_dir,
-    render_realistic_set,
-    render_tight_crop,
-    resize_only_preprocess,
-)
-
-torch = pytest.importorskip("torch")
+from samples.digits import encode_png
+from tests.realistic import render_realistic_set, render_tight_crop, resize_only_preprocess
 
 pytestmark = pytest.mark.slow
 
@@ -42,21 +35,9 @@ MAX_ROUND_TRIP_GAP = 0.003
 
 
 @pytest.fixture(scope="module")
-def model():
-    from handler.artifact import load_torchscript
-
-    if not MODEL_PATH.is_file():
-        pytest.skip(f"no trained model at {MODEL_PATH}; run `python -m train` first")
-    module, _metadata = load_torchscript(MODEL_PATH)
+def model(trained_model):
+    module, _metadata = load_torchscript(trained_model)
     return module
-
-
-@pytest.fixture(scope="module")
-def mnist_test():
-    data_dir = mnist_dir()
-    if data_dir is None:
-        pytest.skip("MNIST test set not on disk; set MNIST_DIR to the folder of IDX files")
-    return load_test_digits(data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import gzip
 import http.server
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -15,11 +16,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._mnist import copy_of_mnist, idx_bytes, mnist_dir, write_idx
+from project.paths import REPO_ROOT
 from train import mnist
 from train.cli import main
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def idx_bytes(magic: int, array: np.ndarray, declared_count: int | None = None) -> bytes:
+    """IDX encoding of a uint8 array: big-endian magic, dimension sizes, then the bytes."""
+    dims = list(array.shape)
+    if declared_count is not None:
+        dims[0] = declared_count
+    return struct.pack(f">{1 + len(dims)}i", magic, *dims) + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, data: bytes, gz: bool = False) -> Path:
+    """Write IDX bytes to `path` (gzipped and suffixed .gz when `gz`)."""
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def copy_of_mnist(source: Path, target: Path) -> Path:
+    """A writable stand-in for the real MNIST folder: links to its IDX files."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if "idx" in entry.name:
+            (target / entry.name).symlink_to(entry.resolve())
+    return target
 
 
 def _assert_clear_error(message: str, *fragments: str) -> None:
@@ -116,8 +142,8 @@ def test_missing_directory_as_a_real_process_gives_one_line_and_exit_code(tmp_pa
 # --- the real data and checksums ---------------------------------------------------------
 
 
-def test_loads_real_mnist_with_expected_shapes_and_checksums():
-    train_x, train_y, test_x, test_y = mnist.load_mnist(mnist_dir())
+def test_loads_real_mnist_with_expected_shapes_and_checksums(mnist_dir):
+    train_x, train_y, test_x, test_y = mnist.load_mnist(mnist_dir)
     assert train_x.shape == (60_000, 28, 28) and test_x.shape == (10_000, 28, 28)
     assert train_y.shape == (60_000,) and test_y.shape == (10_000,)
     assert train_x.dtype == np.uint8 and train_y.dtype == np.uint8
@@ -127,8 +153,8 @@ def test_loads_real_mnist_with_expected_shapes_and_checksums():
     assert test_y[:5].tolist() == [7, 2, 1, 0, 4]
 
 
-def test_local_checksum_mismatch_is_a_clear_error(tmp_path):
-    data_dir = copy_of_mnist(tmp_path / "mnist")
+def test_local_checksum_mismatch_is_a_clear_error(tmp_path, mnist_dir):
+    data_dir = copy_of_mnist(mnist_dir, tmp_path / "mnist")
     name = "t10k-labels-idx1-ubyte"
     original = mnist.read_bytes(mnist.find_file(data_dir, name))
     tampered = bytearray(original)
@@ -176,9 +202,8 @@ def _dead_mirror() -> str:
     return f"http://127.0.0.1:{port}/mnist/"
 
 
-def _gz_copy(target: Path) -> Path:
+def _gz_copy(source: Path, target: Path) -> Path:
     """The four files gzipped under their mirror names."""
-    source = mnist_dir()
     target.mkdir()
     for name in mnist.FILE_NAMES:
         (target / f"{name}.gz").write_bytes(
@@ -187,8 +212,8 @@ def _gz_copy(target: Path) -> Path:
     return target
 
 
-def test_download_falls_back_past_dead_and_bad_mirrors(tmp_path, serve_dir):
-    good = serve_dir(_gz_copy(tmp_path / "good"))
+def test_download_falls_back_past_dead_and_bad_mirrors(tmp_path, serve_dir, mnist_dir):
+    good = serve_dir(_gz_copy(mnist_dir, tmp_path / "good"))
     (tmp_path / "empty").mkdir()
     empty = serve_dir(tmp_path / "empty")  # a live server that answers 404 for every file
     cache = tmp_path / "cache"
@@ -244,8 +269,8 @@ def test_resolve_prefers_option_then_env(tmp_path, monkeypatch):
     assert mnist.resolve_data_dir(None) == tmp_path / "env"
 
 
-def test_cached_copy_is_not_refetched(tmp_path):
-    source = mnist_dir()
+def test_cached_copy_is_not_refetched(tmp_path, mnist_dir):
+    source = mnist_dir
     cache = tmp_path / "cache"
     cache.mkdir()
     for name in mnist.FILE_NAMES:
@@ -253,8 +278,8 @@ def test_cached_copy_is_not_refetched(tmp_path):
     assert mnist.download_mnist(cache, mirrors=[_dead_mirror()], timeout=5) == cache
 
 
-def test_test_digits_need_only_the_two_test_files(tmp_path):
-    source = mnist_dir()
+def test_test_digits_need_only_the_two_test_files(tmp_path, mnist_dir):
+    source = mnist_dir
     for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         found = mnist.find_file(source, name)
         (tmp_path / found.name).symlink_to(found.resolve())

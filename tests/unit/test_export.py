@@ -10,12 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from handler import MODEL_NAME
 from handler.artifact import load_torchscript
 from handler.normalization import describe
-from tests._mnist import mnist_dir, quick_run
 from train.cli import to_tensor
 from train.export import atomic_path
-from train.mnist import load_mnist
 from train.model import LeNet5
 
 REQUIRED_KEYS = {
@@ -37,14 +36,13 @@ REQUIRED_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def artifacts():
-    out, metrics = quick_run()
-    return out, metrics
+def artifacts(quick_run):
+    return quick_run
 
 
 @pytest.fixture(scope="module")
-def test_images():
-    _, _, test_x, test_y = load_mnist(mnist_dir())
+def test_images(mnist_test):
+    test_x, test_y = mnist_test
     return to_tensor(test_x[:512]), test_y[:512]
 
 
@@ -53,7 +51,7 @@ def test_metadata_round_trips_through_load_torchscript(artifacts):
     module, metadata = load_torchscript(out / "lenet.pt")
     assert REQUIRED_KEYS <= metadata.keys()
     assert metadata == json.loads((out / "lenet.json").read_text())
-    assert metadata["name"] == "lenet" and isinstance(metadata["version"], str)
+    assert metadata["name"] == MODEL_NAME and metadata["version"]
     assert metadata["normalization"] == describe()
     assert metadata["class_names"] == [str(d) for d in range(10)]
     assert metadata["input_shape"] == [1, 28, 28]

@@ -1,15 +1,14 @@
 """The handler without a server, driven like TorchServe's own handler tests: a real
 `ts.context.Context` with per-request `RequestProcessor`s, and `handle(data, context)`.
 
-The model is the trained artifact when it exists, else a freshly scripted LeNet-5 (answers are
-compared with a direct forward pass of the same model, so they hold for either).
+The model is conftest's `model_path` (trained when present, else untrained): answers are
+compared with a direct forward pass of the same model, so they hold for either.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 from unittest import mock
 
@@ -19,10 +18,8 @@ import torch
 from PIL import Image
 from ts.context import Context, RequestProcessor
 
-from handler import lenet_handler, preprocessing
-from handler.artifact import METADATA_NAME
-from handler.lenet_handler import LenetHandler, choose_device
-from handler.normalization import describe
+from handler import MODEL_NAME, TORCH_THREADS_ENV, predictor, preprocessing
+from handler.lenet_handler import LenetHandler
 from handler.schemas import (
     MODEL_NAME_HEADER,
     MODEL_VERSION_HEADER,
@@ -32,31 +29,32 @@ from handler.schemas import (
     Prediction,
     parse_response,
 )
-from train.model import LeNet5
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ARTIFACT = REPO_ROOT / "artifacts" / "lenet.pt"
+from project import paths
+from samples.digits import encode_png
+from tests.images import encode
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("model_dir")
-    if ARTIFACT.is_file():
-        (directory / "lenet.pt").write_bytes(ARTIFACT.read_bytes())
-    else:  # no trained model here: a scripted, untrained one exercises the same code
-        torch.manual_seed(0)
-        meta = {"name": "lenet", "version": "test", "variant": "modern",
-                "normalization": describe()}  # fmt: skip
-        torch.jit.save(torch.jit.script(LeNet5().eval()), str(directory / "lenet.pt"),
-                       _extra_files={METADATA_NAME: json.dumps(meta)})  # fmt: skip
-    return directory
+def model_dir(model_path) -> Path:
+    """The folder TorchServe would extract the archive into: it holds `lenet.pt`."""
+    assert model_path.name == "lenet.pt", model_path
+    return model_path.parent
 
 
 def make_context(model_dir: Path, gpu_id=None, yaml_config=None) -> Context:
-    manifest = {"model": {"modelName": "lenet", "serializedFile": "lenet.pt",
+    manifest = {"model": {"modelName": MODEL_NAME, "serializedFile": "lenet.pt",
                           "handler": "lenet_handler.py", "modelVersion": "test"}}  # fmt: skip
-    return Context("lenet", str(model_dir), manifest, 32, gpu_id, "0.12.0",
+    # TorchServe hands every handler a metrics sink; this handler emits no custom metric.
+    return Context(MODEL_NAME, str(model_dir), manifest, 32, gpu_id, "0.12.0",
                    metrics=mock.MagicMock(), model_yaml_config=yaml_config or {})  # fmt: skip
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """`initialize` sets torch's threads for the whole process: restore them afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def handler(model_dir) -> LenetHandler:
     threads = torch.get_num_threads()
     h = LenetHandler()
     h.initialize(make_context(model_dir))
-    torch.set_num_threads(threads)  # initialize sets 1 thread for the process; restore it
+    torch.set_num_threads(threads)
     return h
 
 
@@ -81,20 +79,11 @@ def run(handler: LenetHandler, rows: list[dict], content_types: list[str | None]
     for idx, body in enumerate(out):
         status = context.get_response_status(idx)[0] or 200
         assert context.get_response_content_type(idx) == "application/json"
-        # Every answer, good or bad, says which model produced it (manifest: lenet, "test").
+        # Every answer, good or bad, says which model produced it (the manifest's name, "test").
         headers = context.get_response_headers(idx)
-        assert headers[MODEL_NAME_HEADER] == "lenet" and headers[MODEL_VERSION_HEADER] == "test"
+        assert headers[MODEL_NAME_HEADER] == MODEL_NAME and headers[MODEL_VERSION_HEADER] == "test"
         results.append((status, parse_response(body)))
     return results
-
-
-def encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
-    image = Image.fromarray(array)
-    if mode:
-        image = image.convert(mode)
-    buf = io.BytesIO()
-    image.save(buf, format=fmt)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +96,7 @@ def expected(handler: LenetHandler, data: bytes) -> np.ndarray:
     """The probabilities of a direct forward pass on the shared preprocessing."""
     x = torch.from_numpy(preprocessing.preprocess(data))[None]
     with torch.inference_mode():
-        return torch.softmax(handler.model(x), dim=1)[0].double().numpy()
+        return torch.softmax(handler.predictor.module(x).double(), dim=1)[0].numpy()
 
 
 def assert_matches(answer, handler, data):
@@ -115,13 +104,37 @@ def assert_matches(answer, handler, data):
     np.testing.assert_allclose(answer.probabilities, expected(handler, data), atol=1e-5)
 
 
+class CountingForward(torch.nn.Module):
+    """Stands in for the model and records the shape of every forward pass."""
+
+    def __init__(self, real: torch.nn.Module) -> None:
+        super().__init__()
+        self.real, self.calls = real, []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        return self.real(x)
+
+
+@pytest.fixture
+def forward_calls(handler):
+    """The shapes of the forward passes the handler runs during the test."""
+    real = handler.predictor.module
+    counting = CountingForward(real)
+    handler.predictor.module = counting
+    try:
+        yield counting.calls
+    finally:
+        handler.predictor.module = real
+
+
 # --- input formats ----------------------------------------------------------------------------
-def test_raw_body(handler, digit):
-    png = encode(digit[0])
+def test_raw_body(handler, digit, model_path):
+    png = encode_png(digit[0])
     ((status, answer),) = run(handler, [{"body": bytearray(png)}])
     assert status == 200
     assert_matches(answer, handler, png)
-    if ARTIFACT.is_file():
+    if model_path == paths.DEFAULT_ARTIFACT:
         assert answer.digit == digit[1]
 
 
@@ -139,7 +152,7 @@ def test_image_formats_and_modes(handler, digit, fmt, mode):
 
 def test_multipart_fields_in_order(handler, mnist_test):
     images, _ = mnist_test
-    pngs = [encode(images[i]) for i in range(3)]
+    pngs = [encode_png(images[i]) for i in range(3)]
     ((status, body),) = run(handler, [{"b": pngs[0], "a": pngs[1], "c": pngs[2]}],
                             ["multipart/form-data; boundary=x"])  # fmt: skip
     assert status == 200 and isinstance(body, MultiPrediction)
@@ -149,7 +162,7 @@ def test_multipart_fields_in_order(handler, mnist_test):
 
 def test_json_image_and_images(handler, mnist_test):
     images, _ = mnist_test
-    pngs = [encode(images[i]) for i in range(2)]
+    pngs = [encode_png(images[i]) for i in range(2)]
     b64 = [base64.b64encode(p).decode() for p in pngs]
     rows = [
         {"body": {"image": b64[0]}},
@@ -208,15 +221,16 @@ def test_unexpected_decoder_failure_is_a_400_not_a_crash(handler, digit, monkeyp
     def boom(_data):
         raise MemoryError("simulated")
 
-    monkeypatch.setattr(lenet_handler.preprocessing, "preprocess", boom)
-    ((status, body),) = run(handler, [{"body": encode(digit[0])}])
+    monkeypatch.setattr(preprocessing, "preprocess", boom)
+    ((status, body),) = run(handler, [{"body": encode_png(digit[0])}])
     assert status == 400 and "MemoryError" in body.message
 
 
 # --- batching ---------------------------------------------------------------------------------
-def test_batch_mixing_good_and_bad_requests_uses_one_forward_pass(handler, mnist_test):
+def test_batch_mixing_good_and_bad_requests_uses_one_forward_pass(handler, mnist_test,
+                                                                 forward_calls):
     images, _ = mnist_test
-    pngs = [encode(images[i]) for i in range(4)]
+    pngs = [encode_png(images[i]) for i in range(4)]
     rows = [
         {"body": pngs[0]},
         {"body": b"broken"},
@@ -226,20 +240,8 @@ def test_batch_mixing_good_and_bad_requests_uses_one_forward_pass(handler, mnist
     ]
     cts = ["image/png", "image/png", "multipart/form-data", "application/x-www-form-urlencoded",
            "application/json"]  # fmt: skip
-    calls = []
-    real_model = handler.model
-
-    class Counting(torch.nn.Module):
-        def forward(self, x):
-            calls.append(tuple(x.shape))
-            return real_model(x)
-
-    handler.model = Counting()
-    try:
-        results = run(handler, rows, cts)
-    finally:
-        handler.model = real_model
-    assert calls == [(4, 1, 28, 28)], "all good images of the batch go through ONE forward"
+    results = run(handler, rows, cts)
+    assert forward_calls == [(4, 1, 28, 28)], "all good images of the batch go through ONE forward"
     assert [s for s, _ in results] == [200, 400, 200, 400, 200]
     assert_matches(results[0][1], handler, pngs[0])
     good_a, bad, good_c = results[2][1].predictions
@@ -249,84 +251,79 @@ def test_batch_mixing_good_and_bad_requests_uses_one_forward_pass(handler, mnist
     assert_matches(results[4][1], handler, pngs[3])  # one-element list: a plain Prediction
 
 
-def test_batch_of_only_bad_requests_runs_no_forward(handler):
+def test_batch_of_only_bad_requests_runs_no_forward(handler, forward_calls):
     results = run(handler, [{"body": b"x"}, {"body": b"y"}])
     assert [s for s, _ in results] == [400, 400]
+    assert forward_calls == [], "no usable image: the model must not run"
 
 
 # --- device and threads -----------------------------------------------------------------------
-def test_device_is_cuda_with_gpu_id_when_cuda_exists():
-    with mock.patch("torch.cuda.is_available", return_value=True):
-        assert choose_device(1) == torch.device("cuda:1")
-        assert choose_device(None) == torch.device("cpu")
-    with mock.patch("torch.cuda.is_available", return_value=False):
-        assert choose_device(0) == torch.device("cpu")
-
-
-def test_initialize_loads_onto_the_assigned_gpu(model_dir, monkeypatch):
-    """With gpu_id given and CUDA (mocked) available, the model is loaded onto cuda:<id>.
-    The load is intercepted, so no tensor is moved to a device this host lacks."""
+@pytest.fixture
+def requested_device(monkeypatch):
+    """The device the handler asks the model to be loaded onto; the load itself is cut short,
+    so no tensor goes to a device this host lacks."""
     seen = {}
 
     class Loaded(Exception):
         pass
 
     def fake_load(path, device="cpu"):
-        seen["device"], seen["path"] = device, path
+        seen["device"], seen["path"] = device, str(path)
         raise Loaded
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(lenet_handler, "load_torchscript", fake_load)
-    threads = torch.get_num_threads()
-    try:
-        with pytest.raises(Loaded):
-            LenetHandler().initialize(make_context(model_dir, gpu_id=3))
-    finally:
-        torch.set_num_threads(threads)
-    assert seen["device"] == torch.device("cuda:3")
-    assert seen["path"].endswith("lenet.pt")
+    monkeypatch.setattr(predictor, "load_torchscript", fake_load)
+    seen["stop"] = Loaded
+    return seen
 
 
-def test_initialize_falls_back_to_cpu(model_dir, monkeypatch):
+@pytest.mark.parametrize(("gpu_id", "cuda", "device"),
+                         [(3, True, "cuda:3"), (0, False, "cpu"), (None, True, "cpu")],
+                         ids=["assigned-gpu", "gpu-id-but-no-cuda", "no-gpu-assigned"])
+def test_initialize_loads_onto_the_device_torchserve_assigned(model_dir, requested_device,
+                                                              monkeypatch, keep_torch_threads,
+                                                              gpu_id, cuda, device):  # fmt: skip
+    """TorchServe's `gpu_id` decides: a worker it gave no GPU stays on the CPU even where CUDA
+    exists (CUDA availability is simulated)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    with pytest.raises(requested_device["stop"]):
+        LenetHandler().initialize(make_context(model_dir, gpu_id=gpu_id))
+    assert requested_device["device"] == torch.device(device)
+    assert requested_device["path"].endswith("lenet.pt")
+
+
+def test_initialize_falls_back_to_cpu(model_dir, monkeypatch, keep_torch_threads):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    threads = torch.get_num_threads()
-    try:
-        h = LenetHandler()
-        h.initialize(make_context(model_dir, gpu_id=0))
-    finally:
-        torch.set_num_threads(threads)
-    assert h.device == torch.device("cpu")
-    assert next(iter(h.model.parameters())).device.type == "cpu"
+    h = LenetHandler()
+    h.initialize(make_context(model_dir, gpu_id=0))
+    assert h.predictor.device == torch.device("cpu")
+    assert next(iter(h.predictor.module.parameters())).device.type == "cpu"
 
 
 @pytest.mark.parametrize(
     "env, yaml_threads, expected_threads", [(None, None, 1), (None, 2, 2), ("3", 2, 3)]
 )
-def test_torch_threads_from_env_then_model_config(model_dir, monkeypatch, env, yaml_threads,
-                                                  expected_threads):  # fmt: skip
+def test_torch_threads_from_env_then_model_config(model_dir, monkeypatch, keep_torch_threads,
+                                                  env, yaml_threads, expected_threads):  # fmt: skip
     if env is None:
-        monkeypatch.delenv(lenet_handler.THREADS_ENV, raising=False)
+        monkeypatch.delenv(TORCH_THREADS_ENV, raising=False)
     else:
-        monkeypatch.setenv(lenet_handler.THREADS_ENV, env)
+        monkeypatch.setenv(TORCH_THREADS_ENV, env)
     yaml_config = {"handler": {"torch_threads": yaml_threads}} if yaml_threads else {}
-    threads = torch.get_num_threads()
-    try:
-        LenetHandler().initialize(make_context(model_dir, yaml_config=yaml_config))
-        assert torch.get_num_threads() == expected_threads
-    finally:
-        torch.set_num_threads(threads)
+    LenetHandler().initialize(make_context(model_dir, yaml_config=yaml_config))
+    assert torch.get_num_threads() == expected_threads
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_handler_runs_on_a_real_gpu(model_dir, digit):
+def test_handler_runs_on_a_real_gpu(model_dir, digit, keep_torch_threads):
     h = LenetHandler()
-    threads = torch.get_num_threads()
-    try:
-        h.initialize(make_context(model_dir, gpu_id=0))
-    finally:
-        torch.set_num_threads(threads)
-    assert h.device == torch.device("cuda:0")
-    assert next(iter(h.model.parameters())).device == torch.device("cuda:0")
-    ((status, answer),) = run(h, [{"body": encode(digit[0])}])
+    h.initialize(make_context(model_dir, gpu_id=0))
+    assert h.predictor.device == torch.device("cuda:0")
+    assert next(iter(h.predictor.module.parameters())).device == torch.device("cuda:0")
+    ((status, answer),) = run(h, [{"body": encode_png(digit[0])}])
     assert status == 200 and isinstance(answer, Prediction)
+    cpu = np.asarray(answer.probabilities)
+    with torch.inference_mode():
+        x = torch.from_numpy(preprocessing.preprocess(encode_png(digit[0])))[None]
+        ref = torch.softmax(h.predictor.module.cpu()(x).double(), dim=1)[0].numpy()
+    np.testing.assert_allclose(cpu, ref, atol=1e-4)

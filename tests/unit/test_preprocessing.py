@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import subprocess
 import sys
 import warnings
-import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +22,9 @@ from handler.preprocessing import (
     preprocess,
     to_mnist,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from project.paths import REPO_ROOT
+from samples.digits import encode_png
+from tests.images import encode, png_claiming_size
 
 # --- fixtures and helpers ---------------------------------------------------------------------
 
@@ -62,12 +60,6 @@ def reference(ink) -> np.ndarray:
 
 def dark_on_light(ink: np.ndarray, paper: int = 235, pen: int = 30) -> Image.Image:
     return Image.fromarray((paper + (pen - paper) * ink).round().astype(np.uint8), "L")
-
-
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -343,7 +335,7 @@ def test_mnist_test_pngs_pass_through_unchanged(mnist_test):
     """A PNG of an MNIST digit comes back as exactly the IDX pixels the model was trained on."""
     images, _ = mnist_test
     for image in images[:300]:
-        out = to_mnist(decode_image(encode(Image.fromarray(image, "L"), "PNG")))
+        out = to_mnist(decode_image(encode_png(image)))
         np.testing.assert_array_equal(out, image.astype(np.float32) * (1 / 255))
 
 
@@ -362,7 +354,7 @@ def test_digits_not_in_mnist_form_are_normalised(mnist_test, change):
             Image.fromarray(image).resize((22, 22), Image.Resampling.BOX).crop((-3, -3, 25, 25))
         ),
     }[change]
-    out = to_mnist(decode_image(encode(Image.fromarray(pixels.astype(np.uint8), "L"), "PNG")))
+    out = to_mnist(decode_image(encode_png(pixels.astype(np.uint8))))
     cy, cx = centre_of_mass(out)
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5, (change, cy, cx)
     assert max(ink_extent(out, level=0.0)) == 20, change
@@ -486,29 +478,13 @@ def test_float_tiff_with_nan_is_handled(ink, reference):
 # --- errors -----------------------------------------------------------------------------------
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def claimed_png(width: int, height: int) -> bytes:
-    """A tiny PNG whose IHDR (valid CRC) claims width x height, followed by a small IDAT."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    idat = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
-
-
 @pytest.mark.parametrize(
     ("width", "height"),
     [(30000, 30000), (10000, 10000), (8000, 6000)],
     ids=["over-pillow-error-limit", "pillow-warning-band", "only-our-limit"],
 )
 def test_decompression_bombs_are_rejected_from_the_header(width, height):
-    data = claimed_png(width, height)
+    data = png_claiming_size(width, height)
     assert len(data) < 200
     # In Pillow's warning band Pillow also emits its DecompressionBombWarning before our check
     # rejects the image; that warning is Pillow's business, the rejection is what matters.
@@ -525,20 +501,20 @@ def test_bombs_are_rejected_when_warnings_are_errors(width, height):
     with warnings.catch_warnings():  # single-threaded test: mutating the filters is fine here
         warnings.simplefilter("error")
         with pytest.raises(InvalidImage, match="over the limit"):
-            decode_image(claimed_png(width, height))
+            decode_image(png_claiming_size(width, height))
 
 
 def test_limit_is_ours_not_pillows_global(monkeypatch):
     # Someone elsewhere in the process disables Pillow's guard; ours still holds.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     with pytest.raises(InvalidImage, match="over the limit of 40,000,000"):
-        decode_image(claimed_png(30000, 30000))
+        decode_image(png_claiming_size(30000, 30000))
 
 
 def test_image_just_under_the_limit_header_is_not_a_bomb():
     # 100x100 claimed with too little pixel data: passes the size check, then fails decoding.
     with pytest.raises(InvalidImage, match="truncated or corrupt"):
-        decode_image(claimed_png(100, 100))
+        decode_image(png_claiming_size(100, 100, data_bytes=64))
 
 
 def _truncated(data: bytes) -> bytes:
@@ -596,45 +572,3 @@ def test_non_bytes_is_rejected():
     with pytest.raises(InvalidImage, match="must be bytes, not str"):
         decode_image("iVBORw0KGgo=")  # base64 text passed by mistake
 
-
-def test_invalid_image_is_a_value_error():
-    assert issubclass(InvalidImage, ValueError)
-
-
-# --- command line -----------------------------------------------------------------------------
-
-
-def _run_cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "handler.preprocessing_cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
-def test_bench_prints_json_then_a_table(tmp_path):
-    result = _run_cli("--bench", "--repeat", "3", "--mnist-dir", str(tmp_path))  # synthetic
-    assert result.returncode == 0, result.stderr[-2000:]
-    document, _, table = result.stdout.partition("\n}\n")
-    rows = json.loads(document + "\n}")["preprocess_ms"]
-    assert set(rows) == {
-        "png_28x28_mnist", "png_28x28_inverted", "jpeg_300x300_rgb", "jpeg_4000x3000_photo"
-    }
-    for row in rows.values():
-        assert row["runs"] == 3 and 0 < row["median_ms"] <= row["p95_ms"]
-    assert rows["jpeg_4000x3000_photo"]["bytes"] > rows["png_28x28_mnist"]["bytes"]
-    assert "median ms" in table and "jpeg_4000x3000_photo" in table
-
-
-def test_preview_writes_what_the_model_sees(tmp_path, ink):
-    good = tmp_path / "digit.jpg"
-    good.write_bytes(encode(dark_on_light(ink).convert("RGB"), "JPEG", quality=90))
-    bad = tmp_path / "notes.txt"
-    bad.write_text("not an image")
-    result = _run_cli(str(good), str(bad), "--out-dir", str(tmp_path / "out"))
-    assert result.returncode == 1  # one input failed
-    assert "cannot decode 12 bytes as an image" in result.stderr
-    written = Image.open(tmp_path / "out" / "digit.mnist.png")
-    assert written.size == (28, 28) and written.mode == "L"

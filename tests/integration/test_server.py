@@ -1,27 +1,26 @@
-"""The launcher against real TorchServe processes: overrides honoured, clean shutdown, loud failure.
+"""`deploy.server.TorchServe` and `python -m deploy` against real TorchServe processes: settings
+honoured, the archive's own code served, restart and clean shutdown, loud failure.
 
-Each test starts its own private server(s) (`torchserve_factory`), so they are slow-ish (~5 s per
-start on 2 cores) and marked integration.
+Each test starts its own private server(s) (`torchserve_factory`, ~5 s per start on 2 cores).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
 from deploy.keys import auth_headers
-from deploy.launcher import ServeError, TorchServe, free_port, port_in_use
-
-pytestmark = pytest.mark.integration
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from deploy.server import ServeError, TorchServe
+from handler import MODEL_NAME
+from project.paths import REPO_ROOT
+from project.ports import free_port, port_in_use
 
 
 def predict_ok(server: TorchServe, png: bytes) -> int:
@@ -39,7 +38,7 @@ def test_model_config_overrides_reach_torchserve(torchserve_factory, mnist_png):
         model_config_overrides={"batchSize": 4, "maxBatchDelay": 9, "workers": 2,
                                 "torch_threads": 1},
     )  # fmt: skip
-    (model,) = requests.get(f"{server.management_url}/models/lenet", timeout=10,
+    (model,) = requests.get(f"{server.management_url}/models/{MODEL_NAME}", timeout=10,
                             headers=auth_headers(server.management_token)).json()  # fmt: skip
     assert (model["batchSize"], model["maxBatchDelay"]) == (4, 9)
     assert (model["minWorkers"], model["maxWorkers"]) == (2, 2)
@@ -66,10 +65,27 @@ def test_stop_leaves_no_process_and_no_port(torchserve_factory, mnist_png):
             sock.bind(("127.0.0.1", port))
 
 
-def test_restart_gives_fresh_workers_and_keys(torchserve_factory, mnist_png):
+def test_worker_imports_the_handler_from_the_archive(torchserve_factory, mnist_png):
+    """The worker runs the `handler` package shipped in the .mar, not the repository's copy
+    (which is importable too: the project is installed in the same environment). Python's
+    verbose import log names the file each module's code came from."""
+    server = torchserve_factory(env={"PYTHONVERBOSE": "1"})
+    assert predict_ok(server, mnist_png[0]) == mnist_png[1]
+    log = (server.run_dir / "logs" / "model_log.log").read_text(errors="replace")
+    sources = set(re.findall(r"(?:code object from|matches) (\S*/handler/\w+\.py)\b", log))
+    assert {"preprocessing.py", "predictor.py"} <= {src.rsplit("/", 1)[1] for src in sources}
+    extracted = str(server.run_dir / "tmp" / "models") + "/"
+    assert all(src.startswith(extracted) for src in sources), sorted(sources)
+
+
+def test_restart_gives_fresh_workers_and_keys_on_the_same_ports(torchserve_factory, mnist_png):
+    """What a restart does to the server; what it does to a client mid-run is
+    tests/faults/test_faults.py::test_server_restart_during_batch."""
     server = torchserve_factory()
     before_workers, before_key = set(server.worker_pids().values()), server.inference_token
+    ports = list(server.ports)
     server.restart()
+    assert list(server.ports) == ports
     assert set(server.worker_pids().values()).isdisjoint(before_workers)
     assert server.inference_token != before_key  # keys are regenerated at every start
     assert predict_ok(server, mnist_png[0]) == mnist_png[1]
@@ -80,13 +96,6 @@ def test_token_auth_off(torchserve_factory, mnist_png):
     assert server.inference_token is None
     assert not server.key_file.exists()
     assert predict_ok(server, mnist_png[0]) == mnist_png[1]
-
-
-def test_missing_archive_fails_before_starting(tmp_path):
-    server = TorchServe(model_store=tmp_path, run_dir=tmp_path / "run",
-                        inference_port=free_port())  # fmt: skip
-    with pytest.raises(ServeError, match="lenet.mar not found"):
-        server.start()
 
 
 def test_port_in_use_fails_with_torchservers_own_error(torchserve_factory):

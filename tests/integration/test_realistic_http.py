@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handler.client import LenetClient
+from client import LenetClient
 from handler.schemas import Prediction
 from tests.realistic import render_realistic_set
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 COUNT = 1000
 SEED = 1998  # fixed: the same uploads on every run

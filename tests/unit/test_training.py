@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from handler.normalization import normalize
-from tests._mnist import mnist_dir, quick_run
 from train import cli
 from train.augment import random_affine
 from train.loop import FitConfig, fit
@@ -16,12 +15,12 @@ from train.model import LeNet5
 
 
 @pytest.fixture(scope="module")
-def real_mnist():
-    return load_verified(mnist_dir())
+def real_mnist(mnist_dir):
+    return load_verified(mnist_dir)
 
 
-def test_quick_run_learns_mnist_and_records_metrics():
-    out, metrics = quick_run()
+def test_quick_run_learns_mnist_and_records_metrics(quick_run):
+    out, metrics = quick_run
     assert metrics["test_accuracy"] > 0.90, metrics["test_accuracy"]
     assert metrics["val_accuracy"] > 0.90
     assert metrics["params"] == 61_706
@@ -94,8 +93,3 @@ def test_augmentation_is_seeded_and_keeps_background():
     # Corners are shifted-in area: they must be background, not zero.
     assert torch.allclose(a[:, :, 0, 0], torch.full((4, 1), background))
 
-
-def test_resolve_device_auto_picks_cuda_only_when_available():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert cli.resolve_device("auto").type == expected
-    assert cli.resolve_device("cpu").type == "cpu"

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from deploy.keys import auth_headers
+from handler import MODEL_NAME
 from handler.schemas import (
     MODEL_NAME_HEADER,
     MODEL_VERSION_HEADER,
@@ -23,8 +24,8 @@ from handler.schemas import (
     Prediction,
     parse_response,
 )
-
-pytestmark = pytest.mark.integration
+from samples.digits import encode_png
+from tests.server_access import max_request_size
 
 TIMEOUT = 30
 
@@ -59,46 +60,32 @@ def bad_request(resp: requests.Response, status: int = 400) -> ErrorResponse:
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_test, png_encode):
+def digits(mnist_test):
     """Eight test digits the served model classifies correctly, as (png, label)."""
     images, labels = mnist_test
-    return [(png_encode(images[i]), int(labels[i])) for i in range(8)]
+    return [(encode_png(images[i]), int(labels[i])) for i in range(8)]
+
+
+def served_model(server) -> dict:
+    """The management API's description of the served model."""
+    (model,) = requests.get(f"{server.management_url}/models/{MODEL_NAME}", timeout=TIMEOUT,
+                            headers=auth_headers(server.management_token)).json()  # fmt: skip
+    return model
 
 
 # Authorisation (no key, wrong key, management key) and the disabled model API are checked in
-# tests/test_security.py against the same session server.
-
-
-def test_server_is_configured_for_batching(torchserve):
-    (model,) = requests.get(
-        f"{torchserve.management_url}/models/lenet",
-        headers=auth_headers(torchserve.management_token), timeout=TIMEOUT,
-    ).json()  # fmt: skip
-    assert model["batchSize"] > 1
-    assert all(w["status"] == "READY" for w in model["workers"])
+# tests/integration/test_security.py against the same session server; that the worker runs the
+# archive's own handler code, in tests/integration/test_server.py.
 
 
 def test_every_answer_names_the_served_model_version(torchserve, digits):
     """The handler's headers pass TorchServe's frontend, and match the management API."""
-    (model,) = requests.get(
-        f"{torchserve.management_url}/models/lenet",
-        headers=auth_headers(torchserve.management_token), timeout=TIMEOUT,
-    ).json()  # fmt: skip
+    model = served_model(torchserve)
     for resp in (post(torchserve, data=digits[0][0], headers={"Content-Type": "image/png"}),
                  post(torchserve, data=b"not an image", headers={"Content-Type": "image/png"})):
         assert resp.status_code in (200, 400), resp.text
-        assert resp.headers[MODEL_NAME_HEADER] == "lenet"
+        assert resp.headers[MODEL_NAME_HEADER] == MODEL_NAME
         assert resp.headers[MODEL_VERSION_HEADER] == model["modelVersion"] != ""
-
-
-def test_handler_modules_come_from_the_archive(torchserve):
-    """The worker imported `handler.*` from the extracted .mar, not from the repository."""
-    lines = [ln for ln in torchserve.console_log.read_text().splitlines()
-             if "preprocessing from" in ln]  # fmt: skip
-    assert lines, "the handler did not log where its modules came from"
-    path = lines[-1].rsplit("preprocessing from ", 1)[1].strip()
-    assert path.startswith(str(torchserve.run_dir / "tmp" / "models")), path
-    assert path.endswith("/handler/preprocessing.py")
 
 
 # --- input formats ----------------------------------------------------------------------------
@@ -194,9 +181,7 @@ def test_form_urlencoded_trap_is_400_with_how_to(torchserve, digits):
 
 
 def test_body_over_max_request_size_is_413(torchserve):
-    from tests.server_access import read_properties
-
-    limit = int(read_properties(torchserve.config_path)["max_request_size"])
+    limit = max_request_size(torchserve)
     resp = post(torchserve, data=b"\0" * (limit + 1), headers={"Content-Type": "image/png"})
     assert resp.status_code == 413
     # The server is still fine afterwards.
@@ -209,6 +194,7 @@ def test_body_over_max_request_size_is_413(torchserve):
 def test_concurrent_mixed_requests_each_get_their_own_answer(torchserve, digits):
     """Good and bad requests batched together (batchSize > 1): every request keeps its status
     and its answer, identical to what it gets when sent alone."""
+    assert served_model(torchserve)["batchSize"] > 1, "no server-side batching: nothing to test"
     cases = []
     for i in range(48):
         png, label = digits[i % len(digits)]

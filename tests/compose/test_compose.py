@@ -1,12 +1,14 @@
-"""The docker-compose deployment: both compose files, the container's config, the real stack.
+"""The docker-compose deployment: both compose files, the built image, the real stack.
 
 - The GPU and CPU compose files are validated by the installed Compose itself (`config`), and
   their rendered form is checked for what an operator relies on: the GPU reservation only in the
   GPU file, the management API only on 127.0.0.1, a restart policy and a health check.
-- `deploy/container_config.py` (run by the entrypoint) turns LENET_* variables into TorchServe's
-  config and a per-run archive: workers and batching come from the environment, not the image.
+- Every built `lenet-serve` image drops root (`id -u` inside it).
 - `deploy/compose-test.sh` (`make compose-test`) builds the image, brings the CPU stack up and
   exercises it for real; it reports SKIPPED with its reason where no Docker engine can run.
+
+How the container renders TorchServe's config from its environment is checked without Docker in
+tests/unit/test_deploy_config.py.
 """
 
 from __future__ import annotations
@@ -15,19 +17,19 @@ import json
 import os
 import shutil
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from deploy import container_config
+from project.paths import REPO_ROOT as REPO
+from project.paths import RESULTS_DIR
 
-REPO = Path(__file__).resolve().parent.parent
 GPU_FILE = REPO / "docker-compose.yml"
 CPU_FILE = REPO / "docker-compose.cpu.yml"
-MAR = REPO / "model_store" / "lenet.mar"
+IMAGE_NAME = "lenet-serve"  # repository of docker-compose*.yml's images (tags cpu, gpu)
 SKIP_EXIT = 77  # compose-test.sh: no engine here, reason on its last line
+RESULTS = RESULTS_DIR / "compose"
 
 
 def compose_command() -> list[str] | None:
@@ -113,65 +115,32 @@ def test_cpu_file_has_no_gpu_and_stays_on_loopback():
     assert "127.0.0.1" in " ".join(services["locust-master"]["command"])
 
 
-# --- the container's TorchServe config, from the environment ---------------------------------
-@pytest.fixture
-def container_env(tmp_path):
-    if not MAR.is_file():
-        pytest.skip(f"{MAR} not built (make archive)")
-    store = tmp_path / "store"
-    store.mkdir()
-    shutil.copy(MAR, store / MAR.name)
-    return {"LENET_MODEL_STORE": str(store), "LENET_RUN_DIR": str(tmp_path / "run")}
-
-
-def _properties(path: Path) -> dict[str, str]:
-    lines = [line for line in path.read_text().splitlines() if "=" in line and line[0] != "#"]
-    return dict(line.split("=", 1) for line in lines)
-
-
-def test_container_config_takes_capacity_and_addresses_from_the_environment(
-    container_env, monkeypatch
-):
-    monkeypatch.setenv("LENET_RUN_DIR", container_env["LENET_RUN_DIR"])
-    env = {
-        **container_env,
-        "LENET_BIND": "127.0.0.1",
-        "LENET_INFERENCE_PORT": "18080",
-        "LENET_MANAGEMENT_PORT": "18081",
-        "LENET_WORKERS": "3",
-        "LENET_BATCH_SIZE": "8",
-        "LENET_MAX_BATCH_DELAY": "2",
-    }
-    server = container_config.server_from_env(env)
-    path = container_config.write_config(server)
-    props = _properties(path)
-    assert props["inference_address"] == "http://127.0.0.1:18080"
-    assert props["management_address"] == "http://127.0.0.1:18081"
-    assert props["disable_token_authorization"] == "false"
-    assert props["enable_model_api"] == "false"
-    # The served archive is a per-run copy whose model-config.yaml carries the env's values.
-    served = Path(props["model_store"]) / "lenet.mar"
-    assert served.parent != Path(env["LENET_MODEL_STORE"])
-    with zipfile.ZipFile(served) as zf:
-        config = yaml.safe_load(zf.read("model-config.yaml"))
-    assert (config["minWorkers"], config["maxWorkers"]) == (3, 3)
-    assert (config["batchSize"], config["maxBatchDelay"]) == (8, 2)
-
-
-def test_container_config_without_overrides_serves_the_archive_as_built(container_env):
-    server = container_config.server_from_env(container_env)
-    props = _properties(container_config.write_config(server))
-    assert Path(props["model_store"]) == Path(container_env["LENET_MODEL_STORE"]).resolve()
-    assert props["inference_address"] == "http://0.0.0.0:8080"  # container default: all ifaces
-
-
-def test_container_config_rejects_a_non_numeric_setting(container_env):
-    with pytest.raises(SystemExit, match="LENET_WORKERS='two'"):
-        container_config.server_from_env({**container_env, "LENET_WORKERS": "two"})
+# --- the built image ---------------------------------------------------------------------------
+def test_container_uid_is_not_zero():
+    """`id -u` inside every built image is not 0 (needs a Docker engine and the image)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker CLI on this machine")
+    if subprocess.run([docker, "info"], capture_output=True, check=False).returncode != 0:
+        # make test: compose-test starts the engine, checks the RUNNING server's uid (not 0)
+        # itself, and stops the engine again, so this static check of the images then skips.
+        pytest.skip("no running Docker engine (test_compose_stack_end_to_end checks the running "
+                    "container's uid through deploy/compose-test.sh)")
+    tags = subprocess.run(
+        [docker, "images", IMAGE_NAME, "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    if not tags:
+        pytest.skip(f"no {IMAGE_NAME} image built (docker compose -f docker-compose.cpu.yml build)")
+    for tag in tags:  # cpu and gpu builds: every one must drop root
+        uid = subprocess.run(
+            [docker, "run", "--rm", "--network", "none", "--entrypoint", "id", tag, "-u"],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout.strip()  # fmt: skip
+        assert uid.isdigit() and uid != "0", f"{tag} runs as uid {uid!r}"
 
 
 # --- the real stack ----------------------------------------------------------------------------
-@pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_compose_stack_end_to_end():
@@ -192,5 +161,7 @@ def test_compose_stack_end_to_end():
     summary = [line for line in lines if line.startswith("COMPOSE_TEST_RESULT ")]
     assert summary, f"no COMPOSE_TEST_RESULT line in:\n{result.stdout[-2000:]}"
     report = json.loads(summary[-1].split(" ", 1)[1])
-    assert report["passed"] is True
+    # The script's step timings and sizes are kept, not gated: they vary with the host.
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "compose_test.json").write_text(json.dumps(report, indent=2) + "\n")
     assert " 0 failures" in report["locust"], report["locust"]
