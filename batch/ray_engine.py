@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import socket
 import time
 import warnings
@@ -35,6 +36,7 @@ from project import paths
 logger = logging.getLogger(__name__)
 
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray node on 127.0.0.1 only
+AUTH_MODE_ENV, AUTH_TOKEN_ENV = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
 CONNECT_TIMEOUT_S = 5.0
 ACTOR_START_TIMEOUT_S = 600  # a cold node may pull an image and import torch first
 
@@ -143,10 +145,18 @@ def import_ray(private: bool):
     """`ray` and `ray.data`, or RayEngineError saying how to install them.
 
     A private instance must be bound to 127.0.0.1: Ray reads LOCAL_ONLY_ENV at import time and
-    then gives the node the loopback address instead of the host's first interface.
+    then gives the node the loopback address instead of the host's first interface. A cluster
+    with token authentication needs `RAY_AUTH_MODE=token` and the token (`RAY_AUTH_TOKEN` or
+    `RAY_AUTH_TOKEN_PATH`) in this process's environment, as for any Ray driver.
     """
     if private:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+        if AUTH_MODE_ENV not in os.environ and not os.environ.get(AUTH_TOKEN_ENV):
+            # Ray turns token authentication on for a new local instance and, lacking a token,
+            # writes one to ~/.ray/auth_token, which then switches every later `ray start` on
+            # this host to token mode. A token for this job only, in the environment its Ray
+            # processes inherit, keeps the protection without that side effect.
+            os.environ[AUTH_TOKEN_ENV] = secrets.token_hex(32)
     try:
         import ray
         import ray.data
