@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
         epilog=EPILOG)
     add_score_arguments(score)
-    bench = sub.add_parser("bench", help="measure ceiling, local and http engines (images/s)",
+    bench = sub.add_parser("bench", help="measure ceiling, local, ray and http engines (images/s)",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     from batch.bench import add_arguments as add_bench_arguments
 

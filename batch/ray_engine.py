@@ -301,24 +301,23 @@ class RayEngine:
                                  "run again with --resume to score them")  # fmt: skip
 
     def _rows(self, batch: dict, ledger: ChunkLedger) -> Iterator[Row]:
-        import math
-
-        node = batch["node"]
+        # Whole columns to Python lists first: one C loop each, not a numpy scalar per cell.
+        columns = zip(batch["path"].tolist(), batch["chunk"].tolist(), batch["digit"].tolist(),
+                      batch["confidence"].tolist(), batch["probabilities"].tolist(),
+                      batch["model"].tolist(), batch["model_version"].tolist(),
+                      batch["error"].tolist(), batch["node"].tolist(),
+                      batch["score_s"].tolist(), strict=True)  # fmt: skip
         self.decode_s += float(batch["decode_s"].sum())
-        for i, raw in enumerate(batch["path"]):
+        for raw, chunk, digit, confidence, probabilities, model, version, error, node, score_s \
+                in columns:
             path = os.fsdecode(raw)
-            if not ledger.accept(int(batch["chunk"][i]), path):
+            if not ledger.accept(chunk, path):
                 logger.warning("dropped a second row for %r (a retried task delivered it "
                                "again)", path)  # fmt: skip
                 continue
-            self.rows_per_node[node[i]] += 1
-            self.score_s[node[i]] += float(batch["score_s"][i])
-            error = batch["error"][i]
+            self.rows_per_node[node] += 1
+            self.score_s[node] += score_s
             if error:
-                yield Row(path, model=batch["model"][i], model_version=batch["model_version"][i],
-                          error=error)  # fmt: skip
-                continue
-            confidence = float(batch["confidence"][i])
-            yield Row(path, int(batch["digit"][i]), None if math.isnan(confidence) else confidence,
-                      batch["probabilities"][i].tolist(), batch["model"][i],
-                      batch["model_version"][i])  # fmt: skip
+                yield Row(path, model=model, model_version=version, error=error)
+            else:
+                yield Row(path, digit, confidence, probabilities, model, version)
