@@ -16,13 +16,11 @@ folder again without them. Why not Ray Data's own checkpointing: batch/README.md
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import secrets
 import socket
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,7 +36,6 @@ logger = logging.getLogger(__name__)
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray node on 127.0.0.1 only
 AUTH_MODE_ENV, AUTH_TOKEN_ENV = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
 CONNECT_TIMEOUT_S = 5.0
-ACTOR_START_TIMEOUT_S = 600  # a cold node may pull an image and import torch first
 
 
 class RayEngineError(JobError):
@@ -90,21 +87,6 @@ def plan_actors(resources: dict, nodes: int, options: RayOptions) -> ActorPlan:
     else:
         actors = max(1, nodes)
     return ActorPlan(actors, gpus, cpus)
-
-
-def node_by_node(node_ids: list[str]):
-    """Remote args for each new CPU actor: the next node in turn, any live node as fallback.
-
-    Actors that reserve no CPU are not spread by Ray's SPREAD policy in any dependable way (its
-    round-robin index also moves with every decode task), nor by soft node affinity, so two
-    could share a node while the other's cores decode for both. A label selector on the node id
-    with an empty fallback selector places each actor on its node, and an actor restarted after
-    its node died on any live one. (`ray_remote_args_fn`, the per-actor hook, is deprecated after
-    Ray 2.60, which is pinned.)
-    """
-    turn = itertools.cycle(node_ids)
-    return lambda: {"label_selector": {"ray.io/node-id": next(turn)},
-                    "fallback_strategy": [{"label_selector": {}}]}  # fmt: skip
 
 
 class ChunkLedger:
@@ -209,12 +191,18 @@ class RayEngine:
         self.model_name, self.model_version = predictor.name, predictor.version
         self._model = (model_path.read_bytes(), model_path.suffix)
         del predictor
+        if address and address.startswith("ray://"):
+            # Each Ray Client connection starts a server process on the head first; on a busy
+            # head that takes longer than the client's default 5 s first wait (3 tries in all).
+            os.environ.setdefault("RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S", "30")
         self.ray = ray = import_ray(private=address is None)
         init = {"logging_level": logging.WARNING, "log_to_driver": True}
         if address is None:
             init.update(address="local", include_dashboard=False, num_cpus=options.num_cpus)
         else:
-            init["address"] = resolve_address(ray, address)
+            resolved = resolve_address(ray, address)
+            init["address"] = f"ray://{resolved}" if address.startswith("ray://") else resolved
+        self.client = init["address"].startswith("ray://")
         try:
             ray.init(**init)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -247,18 +235,10 @@ class RayEngine:
             ledger.add(number, table.num_rows)
         return chunks
 
-    def _dataset(self, root: str, chunks: list[tuple]):
-        from ray.util.annotations import RayDeprecationWarning
-
-        from batch.ray_worker import ListingDatasource, Scorer, decode_batch
+    def _pipeline(self, root: str, chunks: list[tuple]):
+        from batch.ray_worker import Pipeline
 
         ray, options = self.ray, self.options
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = options.progress
-        # Start feeding only once every actor has its model loaded: the first actor up would
-        # otherwise take the whole of a short job, and a pool the cluster cannot place (say
-        # GPUs asked of a CPU cluster) fails with a clear error instead of waiting for good.
-        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         nodes = [n["NodeID"] for n in ray.nodes()
                  if n.get("Alive") and n.get("Resources", {}).get("CPU")]  # fmt: skip
         self.plan = plan = plan_actors(ray.cluster_resources(), len(nodes), options)
@@ -267,21 +247,16 @@ class RayEngine:
         device = options.device if options.device != "auto" else ("cuda" if plan.gpus else "cpu")
         # The model goes to the actors by reference (in a list, so that Ray does not resolve it
         # into the constructor arguments): a restarted actor fetches it again.
-        model = [ray.put(self._model)]
-        with warnings.catch_warnings():  # `ray_remote_args_fn`'s deprecation: see node_by_node
-            warnings.simplefilter("ignore", RayDeprecationWarning)
-            return (ray.data.read_datasource(ListingDatasource(chunks))
-                    .map_batches(decode_batch, fn_kwargs={"root": root}, batch_size=None,
-                                 num_cpus=options.decode_cpus, batch_format="numpy")
-                    .map_batches(Scorer, fn_constructor_args=(model, device,
-                                                              options.torch_threads),
-                                 batch_size=options.batch_size, batch_format="numpy",
-                                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
-                                 num_gpus=plan.gpus, num_cpus=plan.cpus,
-                                 ray_remote_args_fn=None if plan.gpus else node_by_node(nodes)))
+        return Pipeline(root=root, chunks=chunks, model=[ray.put(self._model)], device=device,
+                        torch_threads=options.torch_threads, batch_size=options.batch_size,
+                        decode_cpus=options.decode_cpus, actors=plan.actors,
+                        actor_gpus=plan.gpus, actor_cpus=plan.cpus, nodes=nodes,
+                        progress=options.progress)  # fmt: skip
 
     def score(self, root: str | Path, paths_: Iterable[str]) -> Iterator[Row]:
         """Yield one Row per path (relative to `root`), in the order the actors finish them."""
+        from batch.ray_worker import scored_batches, scored_batches_on_cluster
+
         ledger = ChunkLedger()
         started = time.perf_counter()
         chunks = self._put_listing(paths_, ledger)
@@ -291,8 +266,15 @@ class RayEngine:
             return
         # Workers on other nodes read the files themselves: the folder must be at the same
         # absolute path on every node (a shared or identically mounted file system).
-        dataset = self._dataset(str(Path(root).resolve()), chunks)
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        pipeline = self._pipeline(str(Path(root).resolve()), chunks)
+        if self.client:
+            # Ray Data cannot execute from a Ray Client driver: its streaming executor runs in
+            # a task on the cluster instead, and sends the scored batches back as it goes.
+            refs = scored_batches_on_cluster.options(num_cpus=0).remote(pipeline)
+            batches = (self.ray.get(ref) for ref in refs)
+        else:
+            batches = scored_batches(pipeline)
+        for batch in batches:
             yield from self._rows(batch, ledger)
         self.duplicates_dropped = ledger.duplicates
         missing = ledger.missing()

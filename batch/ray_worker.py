@@ -12,9 +12,13 @@ actor, so decode tasks start as fast, and stay as small, as the local engine's w
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -29,6 +33,7 @@ from handler.normalization import IMAGE_SIZE
 from handler.schemas import NUM_CLASSES
 
 LISTING_SCHEMA = pa.schema([("path", pa.binary()), ("chunk", pa.int64())])
+ACTOR_START_TIMEOUT_S = 600  # a cold node may pull an image and import torch first
 
 
 def listing_block(paths: list[str], chunk: int) -> pa.Table:
@@ -157,3 +162,65 @@ class Scorer:
             "decode_s": batch["decode_s"],
             "score_s": np.full(n, (time.perf_counter() - started) / max(n, 1)),
         }
+
+
+def node_by_node(node_ids: list[str]):
+    """Remote args for each new CPU actor: the next node in turn, any live node as fallback.
+
+    Actors that reserve no CPU are not spread by Ray's SPREAD policy in any dependable way (its
+    round-robin index also moves with every decode task), nor by soft node affinity, so two
+    could share a node while the other's cores decode for both. A label selector on the node id
+    with an empty fallback selector places each actor on its node, and an actor restarted after
+    its node died on any live one. (`ray_remote_args_fn`, the per-actor hook, is deprecated after
+    Ray 2.60, which is pinned.)
+    """
+    turn = itertools.cycle(node_ids)
+    return lambda: {"label_selector": {"ray.io/node-id": next(turn)},
+                    "fallback_strategy": [{"label_selector": {}}]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the dataset is built from; picklable, since over Ray Client it travels to a task."""
+
+    root: str
+    chunks: list  # (ObjectRef of a listing block, rows, bytes)
+    model: list  # [ObjectRef of (model bytes, suffix)]
+    device: str
+    torch_threads: int
+    batch_size: int
+    decode_cpus: float
+    actors: int
+    actor_gpus: float
+    actor_cpus: float
+    nodes: list  # ids of the nodes with CPUs, for placing CPU actors one per node
+    progress: bool
+
+
+def scored_batches(p: Pipeline) -> Iterator[dict[str, np.ndarray]]:
+    """Build the dataset (listing -> decode tasks -> scorer actors) and stream its batches."""
+    from ray.util.annotations import RayDeprecationWarning
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = p.progress
+    # Start feeding only once every actor has its model loaded: the first actor up would
+    # otherwise take the whole of a short job, and a pool the cluster cannot place (say
+    # GPUs asked of a CPU cluster) fails with a clear error instead of waiting for good.
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    with warnings.catch_warnings():  # `ray_remote_args_fn`'s deprecation: see node_by_node
+        warnings.simplefilter("ignore", RayDeprecationWarning)
+        dataset = (ray.data.read_datasource(ListingDatasource(p.chunks))
+                   .map_batches(decode_batch, fn_kwargs={"root": p.root}, batch_size=None,
+                                num_cpus=p.decode_cpus, batch_format="numpy")
+                   .map_batches(Scorer, fn_constructor_args=(p.model, p.device, p.torch_threads),
+                                batch_size=p.batch_size, batch_format="numpy",
+                                compute=ray.data.ActorPoolStrategy(size=p.actors),
+                                num_gpus=p.actor_gpus, num_cpus=p.actor_cpus,
+                                ray_remote_args_fn=None if p.actor_gpus else node_by_node(p.nodes)))
+    yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+
+
+@ray.remote(num_returns="streaming")
+def scored_batches_on_cluster(p: Pipeline) -> Iterator[dict[str, np.ndarray]]:
+    """`scored_batches` as a task on the cluster, for a driver connected through Ray Client."""
+    yield from scored_batches(p)
