@@ -70,10 +70,10 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     loc.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="local: preprocessing processes; 0 = in the main process "
                           f"(default: cores = {os.cpu_count()})")
-    loc.add_argument("--batch-size", type=int, default=256,
-                     help="images per forward pass (default: 256)")
+    loc.add_argument("--batch-size", type=int, default=None,
+                     help="images per forward pass (default: local 256, ray 1024)")
     loc.add_argument("--chunk-size", type=int, default=None,
-                     help="files per preprocessing task (default: local 64, ray 256)")
+                     help="files per preprocessing task (default: local 64, ray 512)")
     loc.add_argument("--torch-threads", type=int, default=1,
                      help="intra-op threads for inference on CPU (default: 1; the model is "
                           "tiny, decoding dominates)")
@@ -124,14 +124,15 @@ def make_engine(args: argparse.Namespace):
         from batch.local_engine import LocalEngine, LocalOptions
 
         options = LocalOptions(model=args.model, device=args.device, workers=args.workers,
-                               batch_size=args.batch_size, chunk_size=args.chunk_size or 64,
+                               batch_size=args.batch_size or 256, chunk_size=args.chunk_size or 64,
                                torch_threads=args.torch_threads)  # fmt: skip
         return lambda: LocalEngine(options)
     if args.engine == "ray":
         from batch.ray_engine import RayEngine, RayOptions
 
         options = RayOptions(address=args.address, model=args.model, device=args.device,
-                             batch_size=args.batch_size, chunk_size=args.chunk_size or 256,
+                             batch_size=args.batch_size or RayOptions.batch_size,
+                             chunk_size=args.chunk_size or RayOptions.chunk_size,
                              actors=args.actors, actor_gpus=args.actor_gpus,
                              actor_cpus=args.actor_cpus, torch_threads=args.torch_threads,
                              progress=not args.no_progress)  # fmt: skip
