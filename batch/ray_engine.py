@@ -81,6 +81,9 @@ def plan_actors(resources: dict, nodes: int, options: RayOptions) -> ActorPlan:
     """
     cluster_gpus = int(resources.get("GPU", 0))
     gpus = options.actor_gpus if options.actor_gpus is not None else (1 if cluster_gpus else 0)
+    if gpus and gpus > cluster_gpus:
+        # Ray would wait for a GPU that no node has (ACTOR_START_TIMEOUT_S) before failing.
+        raise RayEngineError(f"--actor-gpus {gpus:g}, but the cluster has {cluster_gpus} GPUs")
     cpus = options.actor_cpus if options.actor_cpus is not None else (1 if gpus else 0)
     if options.actors is not None:
         actors = options.actors
@@ -207,8 +210,11 @@ class RayEngine:
         self.client = init["address"].startswith("ray://")
         try:
             ray.init(**init)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RayEngineError(f"cannot connect to Ray at {address}: {exc}") from exc
+        except Exception as exc:  # Ray raises several kinds (connection, auth, runtime)
+            hint = ("; a cluster with token authentication needs RAY_AUTH_MODE=token and "
+                    "RAY_AUTH_TOKEN here" if "auth" in str(exc).lower() else "")
+            raise RayEngineError(f"cannot connect to Ray at {address or 'a new local instance'}: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}{hint}") from exc
         self.rows_per_node: Counter = Counter()
         self.decode_s = 0.0  # decode task time, all rows (for sizing: s per image per core)
         self.score_s: Counter = Counter()  # actor busy time per node
@@ -276,8 +282,13 @@ class RayEngine:
             batches = (self.ray.get(ref) for ref in refs)
         else:
             batches = scored_batches(pipeline)
-        for batch in batches:
-            yield from self._rows(batch, ledger)
+        try:
+            for batch in batches:
+                yield from self._rows(batch, ledger)
+        except self.ray.exceptions.RayError as exc:
+            # What Ray could not retry ends the job; the rows written so far stay.
+            raise RayEngineError(f"the job failed on the cluster: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0]}; --resume continues it") from exc
         self.duplicates_dropped = ledger.duplicates
         missing = ledger.missing()
         if missing:
