@@ -89,7 +89,8 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
                           "Client) (default: $RAY_ADDRESS, else a private single-node Ray on "
                           "127.0.0.1 for this job)")
     ray.add_argument("--actors", type=int, default=None,
-                     help="scorer actors (default: one per GPU, else one per node)")
+                     help="scorer actors (default: one per GPU, else one per 3 CPUs and at "
+                          "least one per node)")
     ray.add_argument("--actor-gpus", type=float, default=None,
                      help="GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
     ray.add_argument("--actor-cpus", type=float, default=None,

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray node on 127.0.0.1 only
 AUTH_MODE_ENV, AUTH_TOKEN_ENV = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
 CONNECT_TIMEOUT_S = 5.0
+# On a CPU, LeNet's forward pass and the answers cost about half of what reading and decoding
+# an MNIST PNG costs (0.06-0.09 vs 0.12-0.16 ms of CPU; batch/README.md), so one actor keeps up
+# with the decode tasks of about two cores, and takes a third core's worth of time itself.
+CPU_CORES_PER_ACTOR = 3
 
 
 class RayEngineError(JobError):
@@ -53,7 +57,7 @@ class RayOptions:
     # transfers and the driver's loop: blocks larger than the local engine's keep that small.
     batch_size: int = 1024  # images per actor call (one forward pass)
     chunk_size: int = 512  # files per decode task (and what a retried task does again)
-    actors: int | None = None  # default: the cluster's GPUs, else one per node
+    actors: int | None = None  # default: see `plan_actors`
     actor_gpus: float | None = None  # default: 1 when the cluster has GPUs, else 0
     actor_cpus: float | None = None  # default: 1 with GPUs, else 0 (see `plan_actors`)
     decode_cpus: float = 1.0
@@ -74,15 +78,14 @@ class ActorPlan:
 def plan_actors(resources: dict, nodes: int, options: RayOptions) -> ActorPlan:
     """The actor pool for a cluster with these total `resources` and `nodes` alive nodes.
 
-    With GPUs: one actor per GPU, each holding one CPU to feed it. Without: one actor per node
-    holding no CPU, so that every core runs a decode task; the actor shares the node's cores
-    (LeNet's forward pass costs about half of decoding a PNG, so one actor keeps up with a
-    node's decode tasks up to a few cores; `--actors` adds more on bigger nodes).
+    With GPUs: one actor per GPU, each holding one CPU to feed it. Without: one actor per
+    CPU_CORES_PER_ACTOR cores, at least one per node, holding no CPU, so that every core runs
+    decode tasks and the actors share the cores with them.
     """
     cluster_gpus = int(resources.get("GPU", 0))
     gpus = options.actor_gpus if options.actor_gpus is not None else (1 if cluster_gpus else 0)
     if gpus and gpus > cluster_gpus:
-        # Ray would wait for a GPU that no node has (ACTOR_START_TIMEOUT_S) before failing.
+        # Ray would wait for a GPU that no node has (the actors' start timeout) before failing.
         raise RayEngineError(f"--actor-gpus {gpus:g}, but the cluster has {cluster_gpus} GPUs")
     cpus = options.actor_cpus if options.actor_cpus is not None else (1 if gpus else 0)
     if options.actors is not None:
@@ -90,7 +93,7 @@ def plan_actors(resources: dict, nodes: int, options: RayOptions) -> ActorPlan:
     elif gpus:
         actors = max(1, int(cluster_gpus / gpus))
     else:
-        actors = max(1, nodes)
+        actors = max(1, nodes, round(resources.get("CPU", 0) / CPU_CORES_PER_ACTOR))
     return ActorPlan(actors, gpus, cpus)
 
 
@@ -153,13 +156,14 @@ def import_ray(private: bool):
     return ray
 
 
-def resolve_address(ray, address: str) -> str:
-    """The host:port behind `address` ('auto' is looked up as Ray does), checked reachable.
+def resolve_address(address: str) -> str:
+    """The HOST:PORT behind `address` ('auto' looked up as Ray does, `ray://` dropped), checked
+    reachable.
 
     `ray.init` retries an unreachable GCS for minutes; a refused TCP connection here is a clear
     error at once.
     """
-    target = address
+    target = address.removeprefix("ray://")
     if address == "auto":
         from ray._private.services import get_ray_address_from_environment
 
@@ -167,7 +171,7 @@ def resolve_address(ray, address: str) -> str:
             target = get_ray_address_from_environment("auto", None)
         except ConnectionError as exc:
             raise RayEngineError(f"--address auto: {exc}") from exc
-    host, _, port = target.removeprefix("ray://").rpartition(":")
+    host, _, port = target.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
@@ -205,7 +209,7 @@ class RayEngine:
         if address is None:
             init.update(address="local", include_dashboard=False, num_cpus=options.num_cpus)
         else:
-            resolved = resolve_address(ray, address)
+            resolved = resolve_address(address)
             init["address"] = f"ray://{resolved}" if address.startswith("ray://") else resolved
         self.client = init["address"].startswith("ray://")
         try:
@@ -263,7 +267,7 @@ class RayEngine:
 
     def score(self, root: str | Path, paths_: Iterable[str]) -> Iterator[Row]:
         """Yield one Row per path (relative to `root`), in the order the actors finish them."""
-        from batch.ray_worker import scored_batches, scored_batches_on_cluster
+        from batch.ray_worker import ClusterExecutor, scored_batches
 
         ledger = ChunkLedger()
         started = time.perf_counter()
@@ -276,10 +280,10 @@ class RayEngine:
         # absolute path on every node (a shared or identically mounted file system).
         pipeline = self._pipeline(str(Path(root).resolve()), chunks)
         if self.client:
-            # Ray Data cannot execute from a Ray Client driver: its streaming executor runs in
-            # a task on the cluster instead, and sends the scored batches back as it goes.
-            refs = scored_batches_on_cluster.options(num_cpus=0).remote(pipeline)
-            batches = (self.ray.get(ref) for ref in refs)
+            # Ray Data cannot execute from a Ray Client driver: its executor runs in an actor on
+            # the head instead, and this process pulls the scored batches from it.
+            executor = ClusterExecutor.remote(pipeline)
+            batches = iter(lambda: self.ray.get(executor.next_batch.remote()), None)
         else:
             batches = scored_batches(pipeline)
         try:

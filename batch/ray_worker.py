@@ -220,7 +220,14 @@ def scored_batches(p: Pipeline) -> Iterator[dict[str, np.ndarray]]:
     yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
 
 
-@ray.remote(num_returns="streaming")
-def scored_batches_on_cluster(p: Pipeline) -> Iterator[dict[str, np.ndarray]]:
-    """`scored_batches` as a task on the cluster, for a driver connected through Ray Client."""
-    yield from scored_batches(p)
+@ray.remote(num_cpus=0, resources={"node:__internal_head__": 0.001})
+class ClusterExecutor:
+    """`scored_batches` run on the head node for a driver connected through Ray Client, which can
+    neither execute Ray Data nor receive a streaming generator: the client pulls batch by batch."""
+
+    def __init__(self, p: Pipeline) -> None:
+        self._batches = scored_batches(p)
+
+    def next_batch(self) -> dict[str, np.ndarray] | None:
+        """The next scored batch, or None once the dataset is done."""
+        return next(self._batches, None)

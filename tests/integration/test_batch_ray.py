@@ -267,6 +267,8 @@ def mixed_folder(tmp_path, mnist_test, digit_files) -> tuple[Path, set[str]]:
 
 def test_two_nodes_score_the_same_rows_as_the_local_engine(cluster, mixed_folder, model,
                                                            tmp_path, batch_cli):
+    """--address HOST:PORT into JSONL, and ray:// (Ray Client) into Parquet, against the local
+    engine's CSV: identical rows, and rows scored on both nodes."""
     root, bad = mixed_folder
     local = batch_cli.run("score", root, "-o", tmp_path / "local.csv", "--model", model,
                           "--no-progress")  # fmt: skip
@@ -298,6 +300,16 @@ def test_two_nodes_score_the_same_rows_as_the_local_engine(cluster, mixed_folder
     assert {label.split("/")[0] for label in per_node} == {"127.0.0.2", "127.0.0.3"}
     assert sum(per_node.values()) == len(local_rows) and min(per_node.values()) > 0
     assert "rows per node: 127.0.0.2/" in proc.stderr
+
+    # The same job through Ray Client (ray://), into Parquet: the same rows again.
+    client = f"ray://{cluster.head.ip}:{cluster.head.ports['ray-client-server-port']}"
+    proc = batch_cli.run("score", root, "-o", tmp_path / "client.parquet", "--model", model,
+                         "--engine", "ray", "--address", client, "--no-progress",
+                         env=cluster.env)  # fmt: skip
+    assert proc.returncode == EXIT_ROW_ERRORS, proc.stderr[-3000:]
+    assert not Path(f"{tmp_path / 'client.parquet'}.journal.jsonl").exists()
+    parquet = {r.path: r for r in batch_cli.rows(tmp_path / "client.parquet")}
+    assert parquet == ray_rows
 
 
 def test_driver_sigkill_then_resume_writes_every_file_once(cluster, model, tmp_path,
@@ -373,3 +385,17 @@ def test_without_ray_the_error_says_how_to_install_it(model, tmp_path, digit_fil
                           timeout=120)  # fmt: skip
     assert proc.returncode == EXIT_JOB_FAILED, proc.stderr
     assert "pip install '.[ray]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ledger_drops_a_row_delivered_twice_and_counts_a_lost_one():
+    from batch.ray_engine import ChunkLedger
+
+    ledger = ChunkLedger()
+    ledger.add(0, 2)
+    ledger.add(1, 1)
+    assert ledger.accept(0, "a") and not ledger.accept(0, "a")  # a retried block, again
+    assert ledger.accept(1, "c") and not ledger.accept(1, "c")  # after its chunk completed
+    assert ledger.duplicates == 2
+    assert ledger.missing() == 1  # "b" of chunk 0 never came back
+    assert ledger.accept(0, "b") and ledger.missing() == 0 and not ledger.expected
+
