@@ -3,6 +3,9 @@
     listing chunks (object store) -> decode_batch (Ray tasks, CPU, torch-free)
                                   -> Scorer (actor pool: the model loaded once per actor)
 
+`scored_batches` builds that dataset and streams its batches: in the driver, or, for a driver
+connected through Ray Client, in a `ClusterExecutor` actor on the head.
+
 Paths travel as bytes (`os.fsencode`), so a name that is not UTF-8 survives Arrow's string
 columns, and "no error" travels as "" (a column holding only nulls would come back as floats).
 Every row carries the listing chunk it came from: that is how the driver checks that each file
@@ -181,7 +184,7 @@ def node_by_node(node_ids: list[str]):
 
 @dataclass(frozen=True)
 class Pipeline:
-    """What the dataset is built from; picklable, since over Ray Client it travels to a task."""
+    """What the dataset is built from; picklable: over Ray Client it travels to the head."""
 
     root: str
     chunks: list  # (ObjectRef of a listing block, rows, bytes)
