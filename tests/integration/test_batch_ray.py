@@ -5,9 +5,9 @@ object stores and temp dirs under pytest's tmp path), every port chosen free, ea
 own loopback address (127.0.0.2, 127.0.0.3: Ray's CLI gives a node that says 127.0.0.1 the
 host's first interface instead; a node on any other address listens on every interface, so the
 cluster has token authentication on, with a token of its own). The job runs as a subprocess
-against `--address` (and once through Ray Client, `ray://`), exactly as a user runs it. Faults are real: the worker node's raylet and the driver get SIGKILL part-way.
-Teardown stops every process the cluster started and asserts that none, and none of its ports,
-is left.
+against `--address` (and once through Ray Client, `ray://`), exactly as a user runs it. Faults
+are real: the worker node's raylet and the driver get SIGKILL part-way. Teardown stops every
+process the cluster started and asserts that none, and none of its ports, is left.
 """
 
 from __future__ import annotations
