@@ -21,7 +21,7 @@ WEB_PORT ?= 8000
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -19,8 +19,9 @@ EPILOG = f"""exit status:
   {EXIT_ROW_ERRORS}  finished, but some rows are errors (see the error column / --summary)
   {EXIT_JOB_FAILED}  the job failed: bad arguments, model missing, output exists without
      --resume/--overwrite or is in use by another run, --resume over another model's rows,
-     a write failed (disk full: no row is torn), or TorchServe refused the token (401 / 400
-     InvalidKeyException) or does not know the model (404)
+     a write failed (disk full: no row is torn), TorchServe refused the token (401 / 400
+     InvalidKeyException) or does not know the model (404), Ray is not installed or no Ray
+     cluster is reachable
   {EXIT_INTERRUPTED}  stopped by SIGTERM or Ctrl-C: the rows scored so far are written whole;
      --resume continues
 """
@@ -33,12 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
     score = sub.add_parser(
-        "score", help="score every image under a folder into a CSV/JSONL file",
+        "score", help="score every image under a folder into a CSV/JSONL/Parquet file",
         description="Score every image under INPUT_DIR exactly once; one row per file.",
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
         epilog=EPILOG)
     add_score_arguments(score)
-    bench = sub.add_parser("bench", help="measure ceiling, local and http engines (images/s)",
+    bench = sub.add_parser("bench", help="measure ceiling, local, ray and http engines (images/s)",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     from batch.bench import add_arguments as add_bench_arguments
 
@@ -51,7 +52,7 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input_dir", type=Path, metavar="INPUT_DIR", help="folder to walk recursively")
     io = p.add_argument_group("input and output")
     io.add_argument("--output", "-o", type=Path, required=True,
-                    help="predictions file; .csv or .jsonl decides the format")
+                    help="predictions file; .csv, .jsonl or .parquet decides the format")
     io.add_argument("--glob", default=None,
                     help="fnmatch pattern on the relative path (or the name, if it has no '/') "
                          "instead of the default: every extension Pillow reads")
@@ -67,24 +68,42 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
                     help="PNG with histograms of predicted digits and confidence")
     io.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     eng = p.add_argument_group("engine")
-    eng.add_argument("--engine", choices=("local", "http"), default="local",
-                     help="local: TorchScript in-process; http: TorchServe (default: local)")
-    loc = p.add_argument_group("local engine")
+    eng.add_argument("--engine", choices=("local", "http", "ray"), default="local",
+                     help="local: TorchScript in-process; http: TorchServe; ray: Ray Data on a "
+                          "Ray cluster (default: local)")
+    loc = p.add_argument_group("local and ray engines")
     loc.add_argument("--model", type=Path, default=None,
                      help="TorchScript .pt or .mar archive (default: $LENET_MODEL, else "
                          "artifacts/lenet.pt, else model_store/lenet.mar)")
     loc.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                     help="preprocessing processes; 0 = in the main process "
+                     help="local: preprocessing processes; 0 = in the main process "
                           f"(default: cores = {os.cpu_count()})")
-    loc.add_argument("--batch-size", type=int, default=256,
-                     help="images per forward pass (default: 256)")
-    loc.add_argument("--chunk-size", type=int, default=64,
-                     help="files per preprocessing task (default: 64)")
+    loc.add_argument("--batch-size", type=int, default=None,
+                     help="images per forward pass (default: local 256, ray 1024)")
+    loc.add_argument("--chunk-size", type=int, default=None,
+                     help="files per preprocessing task (default: local 64, ray 512)")
     loc.add_argument("--torch-threads", type=int, default=1,
                      help="intra-op threads for inference on CPU (default: 1; the model is "
                           "tiny, decoding dominates)")
     loc.add_argument("--device", default="auto",
                      help="auto (CUDA when available), cpu, cuda, cuda:N (default: auto)")
+    ray = p.add_argument_group(
+        "ray engine",
+        "Decoding runs as Ray tasks (one CPU each), inference in a pool of actors that load the "
+        "model once each. The files must be at the same absolute path on every node. Install "
+        "with pip install '.[ray]'.")
+    ray.add_argument("--address", default=None,
+                     help="cluster: auto, HOST:PORT (the head's GCS) or ray://HOST:PORT (Ray "
+                          "Client) (default: $RAY_ADDRESS, else a private single-node Ray on "
+                          "127.0.0.1 for this job)")
+    ray.add_argument("--actors", type=int, default=None,
+                     help="scorer actors (default: one per GPU, else one per 3 CPUs and at "
+                          "least one per node)")
+    ray.add_argument("--actor-gpus", type=float, default=None,
+                     help="GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
+    ray.add_argument("--actor-cpus", type=float, default=None,
+                     help="CPUs each actor reserves (default: 1 with GPUs, else 0: the actor "
+                          "shares the node's cores with the decode tasks)")
     http = p.add_argument_group(
         "http engine",
         "The inference key comes from deploy.keys: $LENET_INFERENCE_TOKEN, else the key file "
@@ -114,9 +133,19 @@ def make_engine(args: argparse.Namespace):
         from batch.local_engine import LocalEngine, LocalOptions
 
         options = LocalOptions(model=args.model, device=args.device, workers=args.workers,
-                               batch_size=args.batch_size, chunk_size=args.chunk_size,
+                               batch_size=args.batch_size or 256, chunk_size=args.chunk_size or 64,
                                torch_threads=args.torch_threads)  # fmt: skip
         return lambda: LocalEngine(options)
+    if args.engine == "ray":
+        from batch.ray_engine import RayEngine, RayOptions
+
+        options = RayOptions(address=args.address, model=args.model, device=args.device,
+                             batch_size=args.batch_size or RayOptions.batch_size,
+                             chunk_size=args.chunk_size or RayOptions.chunk_size,
+                             actors=args.actors, actor_gpus=args.actor_gpus,
+                             actor_cpus=args.actor_cpus, torch_threads=args.torch_threads,
+                             progress=not args.no_progress)  # fmt: skip
+        return lambda: RayEngine(options)
     from batch.http_engine import HttpEngine, RetryPolicy
 
     return lambda: HttpEngine(args.url or ["http://127.0.0.1:8080"], model_name=args.model_name,
@@ -131,11 +160,14 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite exclude each other")
     for name in ("batch_size", "chunk_size", "torch_threads", "concurrency",
-                 "images_per_request", "max_attempts"):
-        if getattr(args, name) < 1:
+                 "images_per_request", "max_attempts", "actors"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.workers < 0:
         parser.error("--workers must be 0 or more")
+    for name in ("actor_gpus", "actor_cpus"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be 0 or more")
     if not args.input_dir.is_dir():
         parser.error(f"INPUT_DIR {args.input_dir} is not a folder")
     for option in ("summary", "plot"):  # checked now, not after hours of scoring

@@ -112,6 +112,7 @@ def run_job(options: JobOptions, make_engine: Callable[[], object]) -> Summary:
         except (JobFailed, OutputError) as exc:
             raise JobError(str(exc)) from exc
     summary.worker_peak_rss_mb = getattr(engine, "worker_peak_rss_mb", [])  # known once closed
+    summary.rows_per_node = dict(getattr(engine, "rows_per_node", {}))
     try:
         if options.summary:
             summary.write_json(options.summary)

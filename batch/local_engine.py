@@ -60,6 +60,13 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def answer_rows(rels: Iterable[str], answers: Iterable,
+                predictor: Predictor) -> Iterator[Row]:  # fmt: skip
+    """One Row per path from the predictor's answers: every engine builds its rows here."""
+    for rel, answer in zip(rels, answers, strict=True):
+        yield Row.of(rel, answer, predictor.name, predictor.version)
+
+
 class LocalEngine:
     """The predictor in this process, fed by a pool of decode workers."""
 
@@ -115,8 +122,7 @@ class LocalEngine:
         self.close()
 
     def _rows_for(self, rels: list[str], prepared: Prepared) -> Iterator[Row]:
-        for rel, answer in zip(rels, self.predictor.complete(prepared), strict=True):
-            yield Row.of(rel, answer, self.model_name, self.model_version)
+        return answer_rows(rels, self.predictor.complete(prepared), self.predictor)
 
     def _error_row(self, rel: str, message: str) -> Row:
         return Row(rel, model=self.model_name, model_version=self.model_version, error=message)

@@ -1,5 +1,8 @@
 """The predictions file: CSV or JSONL rows, appended whole, resumable after a crash.
 
+(Parquet, chosen by the `.parquet` extension, journals its rows through these same rules and is
+written whole at the end of the run: `batch.parquet_output`.)
+
 Crash safety rests on these rules:
 - one run per output: an exclusive lock (`OutputLock`, flock on `<output>.lock`) is held for
   the whole run, so two runs can never interleave or duplicate rows;
@@ -40,7 +43,7 @@ from handler.schemas import NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 CSV_HEADER = (
     ["path", "digit", "confidence", "uncertain"]
     + [f"p{i}" for i in range(NUM_CLASSES)]
@@ -80,7 +83,7 @@ class Row:
 
 
 def format_for(path: str | Path) -> str:
-    """'csv' or 'jsonl' from the output file's extension."""
+    """'csv', 'jsonl' or 'parquet' from the output file's extension."""
     suffix = Path(path).suffix.lower()
     try:
         return FORMATS[suffix]
@@ -194,6 +197,11 @@ def _count(f, needle: bytes, size: int) -> int:
 
 def read_rows(path: str | Path, fmt: str) -> Iterator[Row]:
     """Every row of an existing (repaired) output file; OutputError names a malformed row."""
+    if fmt == "parquet":
+        from batch.parquet_output import read_parquet
+
+        yield from read_parquet(path)
+        return
     with open(path, "rb") as f:
         if fmt == "jsonl":
             for number, raw in enumerate(f, start=1):
@@ -372,7 +380,7 @@ class RowWriter:
 
 
 def check_output(path: str | Path, *, resume: bool, overwrite: bool) -> str:
-    """Validate the output path without touching it; returns its format ('csv'/'jsonl').
+    """Validate the output path without touching it; returns its format ('csv'/'jsonl'/...).
 
     OutputError for an unknown extension, a missing folder, or an existing file without
     `resume`/`overwrite` (a finished run is never clobbered by accident).
@@ -386,6 +394,10 @@ def check_output(path: str | Path, *, resume: bool, overwrite: bool) -> str:
             f"output {path} already exists: pass --resume to continue it or --overwrite "
             "to replace it"
         )
+    if fmt == "parquet":
+        from batch.parquet_output import check_journal
+
+        check_journal(path, resume=resume, overwrite=overwrite)
     return fmt
 
 
@@ -411,6 +423,11 @@ def open_output(path: str | Path, *, resume: bool, overwrite: bool,
     """
     path = Path(path)
     fmt = check_output(path, resume=resume, overwrite=overwrite)
+    if fmt == "parquet":
+        from batch.parquet_output import open_parquet
+
+        return open_parquet(path, resume=resume, overwrite=overwrite,
+                            on_existing_row=on_existing_row)  # fmt: skip
     existing = Existing()
     if path.exists():
         if resume:

@@ -37,6 +37,7 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     worker_peak_rss_mb: list = field(default_factory=list)  # local engine's decode processes
+    rows_per_node: dict = field(default_factory=dict)  # ray engine: rows each node's actors scored
 
     def add(self, row: Row, *, resumed: bool = False) -> None:
         """Count one row (`resumed=True` for rows found in the output by --resume)."""
@@ -94,6 +95,7 @@ class Summary:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_rss_workers_mb": self.worker_peak_rss_mb,
             "images_per_s": round(self.scored_this_run / elapsed, 1) if elapsed > 0 else None,
+            "rows_per_node": dict(sorted(self.rows_per_node.items())),
         }
 
     def text(self) -> str:
@@ -111,6 +113,9 @@ class Summary:
             + (f" (+ workers {', '.join(f'{w:.0f}' for w in d['peak_rss_workers_mb'] if w)} MB)"
                if any(d["peak_rss_workers_mb"]) else ""),
         ]
+        if d["rows_per_node"]:
+            lines.append("rows per node: " + ", ".join(
+                f"{node} {n}" for node, n in d["rows_per_node"].items()))
         for kind, n in d["error_kinds"].items():
             lines.append(f"  error {kind}: {n}")
         for ex in d["error_examples"]:

@@ -53,6 +53,7 @@ REQS=$("$PYTHON" -c "
 import tomllib
 p = tomllib.load(open('$REPO/pyproject.toml', 'rb'))['project']
 extra = [d for d in p['optional-dependencies']['dev'] if d.split('==')[0] in ('onnx', 'onnxscript')]
+extra += p['optional-dependencies']['ray']  # images built with EXTRAS=ray install offline too
 print('\n'.join(p['dependencies'] + extra))")
 KEY=$(printf '%s\n' "$REQS" | sha256sum | cut -c1-12)
 WHEELS="$CACHE/wheelhouse-cpu-$KEY"

@@ -9,6 +9,8 @@
 #      (TorchServe 0.12.0's 400 InvalidKeyException, deploy/keys.py)
 #      (the key read from the container's key file with `compose exec`, never printed)
 #   5. the batch job's http engine scores the smoke digits through the stack
+#   5b. the ray profile: a Ray head and LENET_RAY_WORKERS (2) workers score 300 digits with
+#      `--engine ray` on a mounted folder; every file exactly once, rows on every node
 #   6. a 30 s Locust run (loadtest profile, master + 2 workers) and its SLO gate
 #   7. kill TorchServe's java process inside the container; compose restarts it, healthy again
 #   8. `down -v` leaves no container, network or volume of the project behind
@@ -90,15 +92,15 @@ fi
 export MNIST_DIR
 
 # Free loopback ports for everything the stack listens on (other servers may hold 8080 etc.).
-read -r P_INF P_MGT P_MET P_GI P_GM P_LOC < <("$PY" -c "
+read -r P_INF P_MGT P_MET P_GI P_GM P_LOC P_GCS < <("$PY" -c "
 import socket
-socks = [socket.socket() for _ in range(6)]
+socks = [socket.socket() for _ in range(7)]
 for s in socks: s.bind(('127.0.0.1', 0))
 print(*[s.getsockname()[1] for s in socks])
 for s in socks: s.close()")
 export LENET_INFERENCE_PORT=$P_INF LENET_MANAGEMENT_PORT=$P_MGT LENET_METRICS_PORT=$P_MET \
     LENET_GRPC_INFERENCE_PORT=$P_GI LENET_GRPC_MANAGEMENT_PORT=$P_GM LOCUST_MASTER_PORT=$P_LOC \
-    LOCUST_WORKERS LOCUST_RUN_TIME
+    LOCUST_WORKERS LOCUST_RUN_TIME LENET_RAY_GCS_PORT=$P_GCS
 WORK=$(mktemp -d /tmp/lenet-compose-test.XXXXXX)
 chmod 0755 "$WORK"  # the containers' user (10001) mounts folders below it
 export LENET_RESULTS_DIR="$WORK/results"
@@ -113,9 +115,9 @@ cleanup() {
     local rc=$?
     if [[ $rc -ne 0 && $rc -ne 77 ]]; then
         log "logs of the failed run:"
-        compose --profile loadtest logs --no-color --tail 40 >&2 2>/dev/null || true
+        compose --profile loadtest --profile ray logs --no-color --tail 40 >&2 2>/dev/null || true
     fi
-    compose --profile loadtest down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+    compose --profile loadtest --profile ray down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
     rm -rf "$WORK"
     stop_engine
     exit "$rc"
@@ -198,6 +200,47 @@ sys.exit(1 if wrong or len(rows) != files or not rows else 0)") || fail "batch o
 step_time batch "$t"
 log "batch: $BATCH"
 
+# --- 5b. batch job on Ray: ray profile, head + workers, mounted folder -----------------------------
+t=$SECONDS
+RAY_WORKERS="${LENET_RAY_WORKERS:-2}"
+log "building lenet-serve:cpu-ray (the image with the ray extra)"
+compose --profile ray build ray-head >"$WORK/build-ray.log" 2>&1 \
+    || { tail -n 40 "$WORK/build-ray.log" >&2; fail "ray image build"; }
+docker run --rm --entrypoint python lenet-serve:cpu-ray -c "import ray; print('ray', ray.__version__)" \
+    >&2 || fail "the ray image has no ray"
+mkdir -p "$WORK/ray-in" "$WORK/ray-out"
+"$PY" -c "from batch.bench import write_pngs; write_pngs(__import__('pathlib').Path('$WORK/ray-in'), 300, '$MNIST_DIR')"
+chmod -R a+rX "$WORK/ray-in"
+chown 10001:10001 "$WORK/ray-out" 2>/dev/null || chmod 0777 "$WORK/ray-out"
+RAY_AUTH_TOKEN=$("$PY" -c "import secrets; print(secrets.token_hex(32))")
+export RAY_AUTH_TOKEN LENET_RAY_WORKERS=$RAY_WORKERS LENET_RAY_NUM_CPUS=1 \
+    LENET_RAY_INPUT="$WORK/ray-in" LENET_RAY_OUTPUT="$WORK/ray-out" \
+    LENET_RAY_JOB_ARGS="--batch-size 32 --chunk-size 32"
+log "ray: head + $RAY_WORKERS workers (1 CPU each), 300 digits"
+compose --profile ray up -d --no-build --scale ray-worker="$RAY_WORKERS" ray-head ray-worker
+RAY_HEAD=$(compose --profile ray ps -a -q ray-head)
+[[ -n "$RAY_HEAD" ]] || fail "no ray-head container"
+RAY_RC=$(timeout 600 docker wait "$RAY_HEAD") || fail "the ray job did not finish in 600 s"
+compose --profile ray logs --no-color ray-head 2>&1 | grep -v logging_progress | tail -n 12 >&2
+[[ "$RAY_RC" == 0 ]] || fail "the ray job exited $RAY_RC"
+RAY_RESULT=$("$PY" -c "
+import csv, json, sys
+from collections import Counter
+from pathlib import Path
+rows = list(csv.DictReader(open('$WORK/ray-out/predictions.csv')))
+files = {str(p.relative_to('$WORK/ray-in')) for p in Path('$WORK/ray-in').rglob('*.png')}
+counts = Counter(r['path'] for r in rows)
+right = sum(int(r['digit']) == int(r['path'].rsplit('_', 1)[1][:-4]) for r in rows if not r['error'])
+nodes = json.load(open('$WORK/ray-out/summary.json'))['rows_per_node']
+print(f'{len(rows)} rows for {len(files)} files, {right} digits right, rows per node {nodes}')
+ok = set(counts) == files and max(counts.values()) == 1 and right >= 0.97 * len(files)
+sys.exit(0 if ok and len(nodes) == 1 + $RAY_WORKERS and min(nodes.values()) > 0 else 1)") \
+    || fail "ray job output: $RAY_RESULT"
+# Only the ray services: `down` would take the running TorchServe with them.
+compose --profile ray rm -s -f ray-head ray-worker >/dev/null 2>&1
+step_time ray "$t"
+log "ray: $RAY_RESULT"
+
 # --- 6. Locust, loadtest profile, SLO gate ---------------------------------------------------------
 t=$SECONDS
 log "locust: $LOCUST_WORKERS workers, $LOCUST_RUN_TIME"
@@ -241,7 +284,7 @@ log "restarted (restart count $(docker inspect -f '{{.RestartCount}}' "$CID")) a
 
 # --- 8. down leaves nothing behind -----------------------------------------------------------------
 t=$SECONDS
-compose --profile loadtest down -v --remove-orphans --timeout 10 >/dev/null 2>&1
+compose --profile loadtest --profile ray down -v --remove-orphans --timeout 10 >/dev/null 2>&1
 LABEL="label=com.docker.compose.project=$PROJECT"
 LEFT="$(docker ps -a -q --filter "$LABEL")$(docker network ls -q --filter "$LABEL")$(docker volume ls -q --filter "$LABEL")"
 [[ -z "$LEFT" ]] || fail "left behind after down: $LEFT"
