@@ -15,8 +15,8 @@ WEB_HOST ?= 127.0.0.1
 WEB_PORT ?= 8000
 
 .PHONY: venv train archive serve stop status run demo predict test test-unit test-browser lint schema \
-        bench bench-batch bench-preprocess loadtest tune compose-test faults soak clean \
-        eval-realworld
+        bench bench-batch bench-preprocess bench-explain loadtest tune compose-test faults soak \
+        clean eval-realworld
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -95,6 +95,10 @@ bench: model_store/lenet.mar
 
 bench-batch: model_store/lenet.mar
 	$(PY) -m batch bench
+
+# Predictions' req/s and p50/p99 alone and beside explanation traffic, one run (docs/performance.md).
+bench-explain: model_store/lenet.mar
+	$(PY) -m tools.explain_bench $(ARGS)
 
 loadtest: model_store/lenet.mar
 	$(PY) -m loadtests run $(ARGS)

@@ -96,6 +96,10 @@ class ServerConfig:
         return f"{self.url('inference')}/predictions/{MODEL_NAME}"
 
     @property
+    def explain_url(self) -> str:
+        return f"{self.url('inference')}/explanations/{MODEL_NAME}"
+
+    @property
     def archive(self) -> Path:
         return self.model_store / MAR_NAME
 
@@ -106,9 +110,11 @@ class ServerConfig:
         if "workers" in overrides:
             overrides["minWorkers"] = overrides["maxWorkers"] = overrides.pop("workers")
         threads = overrides.pop("torch_threads", None)
+        # The share of the worker explanations may use (handler/limits.py `EXPLAIN_SHARE`).
+        explain_share = overrides.pop("explain_share", None)
         unknown = set(overrides) - set(MODEL_CONFIG_KEYS)
         if unknown:
-            known = [*MODEL_CONFIG_KEYS, "workers", "torch_threads"]
+            known = [*MODEL_CONFIG_KEYS, "workers", "torch_threads", "explain_share"]
             raise ValueError(f"unknown model config override(s) {sorted(unknown)}; known: {known}")
         config = dict(archived)
         config["handler"] = dict(config.get("handler") or {})
@@ -119,6 +125,8 @@ class ServerConfig:
         config.update({k: int(v) for k, v in overrides.items()})
         if threads is not None:
             config["handler"]["torch_threads"] = int(threads)
+        if explain_share is not None:
+            config["handler"]["explain_share"] = float(explain_share)
         return config
 
     def write_served_store(self, run_dir: Path) -> Path:

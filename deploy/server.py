@@ -72,6 +72,10 @@ class TorchServe:
         return self.config.predict_url
 
     @property
+    def explain_url(self) -> str:
+        return self.config.explain_url
+
+    @property
     def management_url(self) -> str:
         """The management API (workers, scaling): loopback only, its own key."""
         return self.config.url("management")

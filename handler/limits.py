@@ -12,6 +12,8 @@ TorchServe (figures and method: docs/reliability.md, "Limits").
 | limit | value | refused with |
 |---|---|---|
 | images per request | `MAX_IMAGES_PER_REQUEST` | 413 `RequestTooLarge` |
+| images per explanations request | `MAX_IMAGES_PER_EXPLANATION` | 413 `RequestTooLarge` |
+| the worker's time spent explaining | `EXPLAIN_SHARE`, `EXPLAIN_BURST_S` | 429 `ExplanationsBusy` |
 | values in a JSON body | `MAX_JSON_VALUES` (counted before parsing) | 413 `RequestTooLarge` |
 | format | `ACCEPTED_FORMATS` (Pillow opens nothing else) | 400 `InvalidImage` |
 | side of one image | `MAX_IMAGE_SIDE` | 400 `InvalidImage` (that image) |
@@ -22,7 +24,24 @@ TorchServe (figures and method: docs/reliability.md, "Limits").
 
 The answer is bounded by construction: at most `MAX_IMAGES_PER_REQUEST` slots, each message cut
 at `MAX_MESSAGE_CHARS` (client-chosen names at `MAX_NAME_CHARS`), and a request with no usable
-image answers one summary plus its first `MAX_ERRORS_LISTED` image errors.
+image answers one summary plus its first `MAX_ERRORS_LISTED` image errors. An explanation slot
+is at most ~9 KB (784 attribution values at `handler.schemas.ATTRIBUTION_DIGITS`; ~5 KB for a
+digit, whose blank pixels are 0.0), so an explanations answer stays under 80 KB.
+
+Explanations (`POST /explanations/lenet`) share the worker, and its batches, with predictions:
+integrated gradients run `handler.predictor.EXPLAIN_STEPS` forward and backward passes per
+image, ~5 ms of one core against ~0.1 ms for a prediction (decode, preprocessing and its share
+of a batched forward pass), so a few clients asking for explanations back to back would take
+most of the worker. Two limits keep predictions' pace:
+`MAX_IMAGES_PER_EXPLANATION` bounds one request (~35 ms), and `ExplanationBudget` lets
+explanations use at most `EXPLAIN_SHARE` of the worker's time, with at most `EXPLAIN_BURST_S`
+saved up: an explanations request that finds it spent gets 429 `ExplanationsBusy` with
+`Retry-After`, before any of its pixels is decoded. So a batch never carries more than the burst
+plus one request of explanation work, and predictions keep at least 1 - `EXPLAIN_SHARE` of the
+worker's compute whatever the explanation traffic (refused requests still cost the frontend and
+the worker protocol a little each: `python -m tools.explain_bench` measures the whole effect).
+`handler: explain_share` in model-config.yaml sets the share per deployment (1 switches the
+budget off).
 
 Decoded pixels: a JPEG is decoded at 1/2 to 1/8 scale (libjpeg's DCT scaling), so only formats
 decoded whole (PNG, GIF, BMP, TIFF, WebP) count their stored pixels; that is what bounds the
@@ -50,6 +69,8 @@ the batch job's decode workers use it alike.
 from __future__ import annotations
 
 import io
+import math
+import time
 from dataclasses import dataclass
 
 from PIL import Image
@@ -62,6 +83,15 @@ MAX_IMAGES_PER_REQUEST = 64
 # bounds how many Python objects parsing can create (each needs one), before parsing. Base64
 # has none of those characters; a `data:` URI has one comma.
 MAX_JSON_VALUES = 4 * MAX_IMAGES_PER_REQUEST + 64
+# An explanation costs ~50 predictions (above): 8 covers a row of digits cropped from a form, and
+# the page sends one.
+MAX_IMAGES_PER_EXPLANATION = 8
+# 10 % of the worker: ~20 single-image explanations a second per worker (a page asks one per
+# stroke), and never more than a tenth of the predictions' capacity.
+EXPLAIN_SHARE = 0.1
+# What a quiet worker saves up: ten single-image explanations at once, and the most explanation
+# work a batch may add to the predictions batched with it (plus one request).
+EXPLAIN_BURST_S = 0.05
 
 # --- what one image may be ----------------------------------------------------------------
 # Formats Pillow may parse. Restricting the list keeps untrusted bytes away from every other
@@ -105,6 +135,51 @@ class LimitExceeded(ValueError):
 
     status = 413
     type = "RequestTooLarge"
+
+
+class ExplanationsBusy(ValueError):
+    """Explanations have used their share of the worker: 429 (`ExplanationBudget.retry_after`)."""
+
+    status = 429
+    type = "ExplanationsBusy"
+
+
+class ExplanationBudget:
+    """A token bucket of explanation seconds: it refills at `share` seconds per second, up to
+    `burst_s`. A request is admitted while the bucket is not empty (it may run it into debt by
+    its own cost), and charged what its explanations really took (`settle`)."""
+
+    def __init__(self, share: float = EXPLAIN_SHARE, burst_s: float = EXPLAIN_BURST_S,
+                 clock=time.monotonic) -> None:  # fmt: skip
+        self.share, self.burst_s, self.clock = float(share), float(burst_s), clock
+        self.tokens, self.last = self.burst_s, clock()
+
+    def admit(self, cost_s: float) -> None:
+        """Take `cost_s` (an estimate) for one request; raise ExplanationsBusy when empty."""
+        if self.share >= 1:
+            return
+        if self.share <= 0:
+            raise ExplanationsBusy("explanations are switched off on this server "
+                                   "(model-config.yaml handler: explain_share 0)")  # fmt: skip
+        now = self.clock()
+        self.tokens = min(self.burst_s, self.tokens + (now - self.last) * self.share)
+        self.last = now
+        if self.tokens <= 0:
+            raise ExplanationsBusy(
+                f"explanations may use {self.share:.0%} of the model's time and have used it; "
+                f"retry in {self.retry_after():.2f} s, or POST /predictions for the digits alone")
+        self.tokens -= cost_s
+
+    def retry_after(self) -> float:
+        """Seconds until the bucket is no longer empty (inf when explanations are off)."""
+        if self.share <= 0:
+            return math.inf
+        return max(0.0, -self.tokens / self.share) if self.share < 1 else 0.0
+
+    def settle(self, estimated_s: float, actual_s: float) -> None:
+        """Correct the estimates taken by `admit` with what the explanations really cost."""
+        if self.share < 1:
+            self.tokens += estimated_s - actual_s
 
 
 class ImageRefused(ValueError):
@@ -247,6 +322,17 @@ def check_image_count(count: int) -> None:
             f"the request carries {count:,} images, over the limit of "
             f"{MAX_IMAGES_PER_REQUEST} images per request; split it (python -m batch scores "
             "folders of any size)"
+        )
+
+
+def check_explanation_count(count: int) -> None:
+    """Raise LimitExceeded when an explanations request carries more than
+    `MAX_IMAGES_PER_EXPLANATION` images."""
+    if count > MAX_IMAGES_PER_EXPLANATION:
+        raise LimitExceeded(
+            f"the explanations request carries {count:,} images, over the limit of "
+            f"{MAX_IMAGES_PER_EXPLANATION} images per explanations request (an explanation "
+            "costs about 50 predictions); split it, or ask /predictions for the digits only"
         )
 
 

@@ -60,11 +60,13 @@ class ImageInput:
 
 @dataclass
 class ParsedRequest:
-    """One request of a TorchServe batch: the names of its images, where their answers start in
-    the batch's flat list of images, or why the whole request is unusable."""
+    """One request of a TorchServe batch: its kind ("predict" or "explain"), the names of its
+    images, where their answers start in the batch's flat list of images of that kind, or why
+    the whole request is unusable."""
 
     names: list[str] = field(default_factory=list)
     first: int = 0
+    kind: str = "predict"
     failure: object | None = None  # the handler's ErrorResponse for the whole request
 
 

@@ -27,10 +27,10 @@ Fixtures (names are stable; the load-test and fault tests use them too):
   `mar_path` (`model_store/lenet.mar`; skips with `make archive` as the fix).
 - servers: `torchserve` (session) is ONE real TorchServe serving that archive on free ports with
   token auth and server-side batching (batchSize 16, maxBatchDelay 20 ms), so concurrent requests
-  really share a forward pass; do not stop or reconfigure it. `torchserve_factory(**settings)`
-  starts a private `deploy.server.TorchServe.private(run_dir, **settings)` (any
-  `deploy.config.ServerConfig` field, e.g. `model_config_overrides={"batchSize": 4}`,
-  `token_auth=False`); `start=False` returns it unstarted. Every one is stopped at teardown.
+  really share a forward pass, and no explanation budget; do not stop or reconfigure it.
+  `torchserve_factory(**settings)` starts a private `deploy.server.TorchServe.private(run_dir,
+  **settings)` (any `deploy.config.ServerConfig` field, e.g. `model_config_overrides={"batchSize":
+  4}`, `token_auth=False`); `start=False` returns it unstarted. Every one is stopped at teardown.
 - the batch CLI: `batch_cli.run(...)`, `.start(...)`, `.command(...)` and `.rows(output)`.
 """
 
@@ -52,7 +52,9 @@ from project import paths
 from samples.digits import encode_png
 
 TESTS_DIR = Path(__file__).resolve().parent
-SESSION_MODEL_CONFIG = {"batchSize": 16, "maxBatchDelay": 20}
+# Explanations unbudgeted (handler/limits.py `ExplanationBudget`): a test that counts statuses
+# then gets the same ones however fast the host is; the budget has its own test on a private server.
+SESSION_MODEL_CONFIG = {"batchSize": 16, "maxBatchDelay": 20, "explain_share": 1}
 
 # Folder -> markers every test in it carries.
 TIER_MARKERS = {

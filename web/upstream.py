@@ -7,9 +7,10 @@ down). The inference key is read per request through `deploy.keys` (a restarted 
 writes a new one) and only ever goes into the `Authorization` header of requests to TorchServe.
 
 Explanations: a single image goes to `/explanations/lenet` while TorchServe answers explanations
-there, else to `/predictions/lenet`. Whether it does is asked with one blank digit (`probe`) once
-per server start and then every `EXPLAIN_RECHECK_S`, after an answer has been sent, never in
-the path of a user's request.
+there, else to `/predictions/lenet`; one that TorchServe turns away as busy (429, its explanation
+budget is spent) goes to `/predictions/lenet` at once. Whether it explains is asked with one
+blank digit (`probe`) once per server start and then every `EXPLAIN_RECHECK_S`, after an answer
+has been sent, never in the path of a user's request.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from deploy.keys import TOKEN_REFUSED_TYPE
 from handler import MODEL_NAME
 from handler.normalization import IMAGE_SIZE
 from handler.schemas import MODEL_NAME_HEADER, MODEL_VERSION_HEADER, Prediction, parse_response
-from web.explanations import read_explanation
+from web.explanations import for_page, read_explanation
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,9 @@ class Upstream:
             except httpx.HTTPError as exc:
                 logger.info("explanations probe failed: %s", exc)
                 return  # the server is away: ask again when it is back
-            explanation = read_explanation(_json(resp)) if resp.status_code == 200 else None
-            self.explains = explanation is not None
+            explanation = read_explanation(resp.content) if resp.status_code == 200 else None
+            # 429: it explains, and is busy with other explanations just now.
+            self.explains = explanation is not None or resp.status_code == 429
             self._explain_checked = time.monotonic()
             if self.explains:
                 self.explain_note = "available"
@@ -161,14 +163,15 @@ class Upstream:
         }
         if resp.status_code == 200:
             if kind == "explanations":
-                explanation = read_explanation(body)
+                explanation = read_explanation(resp.content)
                 if explanation is None:
                     self.explains = False
                     self._explain_checked = time.monotonic()
                     self.explain_note = "TorchServe's explanation had no panels"
                     return None
+                self.explain_note = "available"
                 return Answer(200, {"prediction": explanation.prediction.model_dump(),
-                                    "model": model, "explanation": explanation.for_page(),
+                                    "model": model, "explanation": for_page(explanation),
                                     "explanation_note": "available"})  # fmt: skip
             try:
                 prediction = parse_response(resp.content)
@@ -179,6 +182,11 @@ class Upstream:
             return Answer(200, {"prediction": prediction.model_dump(), "model": model,
                                 "explanation": None,
                                 "explanation_note": self.explain_note})  # fmt: skip
+        if kind == "explanations" and resp.status_code == 429:
+            # Explanations have used their share of the worker (handler/limits.py): this image
+            # gets its prediction alone, and the next one asks for an explanation again.
+            self.explain_note = "skipped, TorchServe is busy with other explanations"
+            return None
         if kind == "explanations" and not _is_image_verdict(resp.status_code, body):
             # Explaining failed for another reason than the image: predict instead, ask later.
             self.explains = False

@@ -112,12 +112,11 @@ def test_drawn_one_and_seven_are_read_then_cleared(page):
     assert len(bars) == 10 and max(bars) == bars[7] and bars[7] > 50
     assert page.text_content("#model-name") == "lenet"
     assert page.text_content("#model-version").startswith("v")
-    # Until TorchServe explains, the two panels say so instead of showing anything made up.
-    assert page.is_visible("#model-input-na") and page.is_visible("#attribution-na")
-    assert "no explanations" in page.text_content("#explanation-note")
+    assert_panels_show_the_explanation(page)
     page.screenshot(path=str(_screenshot_path()))
     page.click("#clear")
     assert page.text_content("#digit") == "?"
+    assert page.is_visible("#model-input-na") and page.is_visible("#attribution-na")
     blank = page.evaluate(
         "(() => { const d = document.getElementById('pad').getContext('2d')"
         ".getImageData(0, 0, 280, 280).data; return d.every(v => v === 255); })()"
@@ -232,6 +231,42 @@ def test_no_key_reached_the_browser(page, served):
 
 
 # --- helpers -------------------------------------------------------------------------------
+# The pixels of the two panels as the browser decoded and drew them: the 28x28 input image (an
+# <img> of the server's PNG) and the attribution canvas the page painted.
+PANEL_PIXELS = """() => {
+  const img = document.getElementById('model-input');
+  const probe = document.createElement('canvas');
+  probe.width = img.naturalWidth; probe.height = img.naturalHeight;
+  const g = probe.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const input = Array.from(g.getImageData(0, 0, probe.width, probe.height).data)
+    .filter((_, i) => i % 4 === 0);
+  const map = document.getElementById('attribution');
+  const rgba = map.getContext('2d').getImageData(0, 0, map.width, map.height).data;
+  const red = [], blue = [];
+  for (let i = 0; i < rgba.length; i += 4) { red.push(rgba[i]); blue.push(rgba[i + 2]); }
+  return {size: [img.naturalWidth, img.naturalHeight], map: [map.width, map.height],
+          input, red, blue};
+}"""
+
+
+def assert_panels_show_the_explanation(page) -> None:
+    """Both panels show real 28x28 images: the model's input is a drawn digit (some ink, mostly
+    background) and the attribution map is coloured where that ink is, red somewhere."""
+    assert page.is_hidden("#model-input-na") and page.is_hidden("#attribution-na")
+    assert page.text_content("#explanation-note") == ""
+    page.wait_for_function("() => { const i = document.getElementById('model-input');"
+                           " return i.complete && i.naturalWidth > 0; }")  # fmt: skip
+    pixels = page.evaluate(PANEL_PIXELS)
+    assert pixels["size"] == [28, 28] and pixels["map"] == [28, 28]
+    ink = np.asarray(pixels["input"]).reshape(28, 28) > 0
+    assert 20 <= ink.sum() <= 28 * 28 // 2, ink.sum()
+    coloured = (np.asarray(pixels["red"]) + np.asarray(pixels["blue"])).reshape(28, 28) > 0
+    assert np.asarray(pixels["red"]).max() > 100
+    # Integrated gradients from a blank image: no attribution where the input has no ink.
+    assert not (coloured & ~ink).any()
+
+
 def _screenshot_path() -> Path:
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     return SCREENSHOT

@@ -70,7 +70,8 @@ def gpu_devices(service: dict) -> list[dict]:
 def test_compose_file_is_valid_and_complete(compose_file):
     services = rendered(compose_file)["services"]
     assert set(services) == {
-        "train", "torchserve", "web", "locust-pool", "locust-master", "locust-worker"
+        "train", "torchserve", "web", "locust-pool", "locust-master", "locust-worker",
+        "ray-head", "ray-worker",
     }  # fmt: skip
     server = services["torchserve"]
     assert server["restart"] == "unless-stopped"
@@ -79,6 +80,8 @@ def test_compose_file_is_valid_and_complete(compose_file):
     assert any(v.endswith(":/app/model_store:ro") for v in _volume_specs(server))
     for name in ("locust-pool", "locust-master", "locust-worker"):
         assert services[name]["profiles"] == ["loadtest"]
+    for name in ("ray-head", "ray-worker"):  # the batch cluster comes up only when asked for
+        assert services[name]["profiles"] == ["ray"]
     assert "--expect-workers" in " ".join(services["locust-master"]["command"])
     web = services["web"]
     assert web["command"][:3] == ["python", "-m", "web"]

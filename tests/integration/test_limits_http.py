@@ -1,26 +1,20 @@
-"""The request limits and the per-request routing, against the real session TorchServe (server-
-side batching on: batchSize 16, maxBatchDelay 20 ms, so concurrent requests share a batch).
+"""The request limits against the real session TorchServe: every answer of the hostile corpus is
+small, whatever its request held, and each limit's refusal names the limit and its value.
 
-- `POST /explanations/lenet` is refused per request (404 `ExplanationsUnavailable`), and the
-  prediction requests batched with it keep their 200 and their digit: counted over concurrent
-  mixed traffic;
-- every answer of the hostile corpus is small, whatever its request held, and each limit's
-  refusal names the limit and its value.
+The per-request routing of explanations and predictions batched together is tested in
+test_explanations_http.py.
 """
 
 from __future__ import annotations
 
-import random
 import re
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from deploy.keys import auth_headers
-from handler import MODEL_NAME, limits
-from handler.schemas import ErrorResponse, Prediction
+from handler import limits
+from handler.schemas import ErrorResponse
 from tests.hostile_corpus import build_corpus
 
 pytestmark = pytest.mark.integration
@@ -31,34 +25,6 @@ ANSWER_LIMIT = 32 * 1024  # the largest answer: 64 slots of ~400 bytes
 def _post(server, url: str, body: bytes, content_type: str) -> requests.Response:
     headers = {"Content-Type": content_type, **auth_headers(server.inference_token)}
     return requests.post(url, data=body, headers=headers, timeout=60)
-
-
-def test_explanations_never_change_the_predictions_batched_with_them(torchserve, mnist_png):
-    """400 requests from 16 threads, every 5th an explanation (in random order): each
-    explanation gets its own 404, every prediction its 200 and its digit; no worker restart."""
-    png, label = mnist_png
-    explain_url = f"{torchserve.inference_url}/explanations/{MODEL_NAME}"
-    kinds = ["explain" if i % 5 == 0 else "predict" for i in range(400)]
-    random.Random(17).shuffle(kinds)
-    before = torchserve.worker_pids()
-
-    def send(kind: str) -> tuple[str, int, str]:
-        url = explain_url if kind == "explain" else torchserve.predict_url
-        resp = _post(torchserve, url, png, "image/png")
-        return kind, resp.status_code, resp.text
-
-    with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(send, kinds))
-    counts = Counter((kind, status) for kind, status, _ in results)
-    print(f"statuses over {len(results)} mixed requests: {dict(counts)}")
-    assert counts == {("predict", 200): kinds.count("predict"),
-                      ("explain", 404): kinds.count("explain")}, counts  # fmt: skip
-    for kind, _, text in results:
-        if kind == "predict":
-            assert Prediction.model_validate_json(text).digit == label
-        else:
-            assert ErrorResponse.model_validate_json(text).type == "ExplanationsUnavailable"
-    assert torchserve.worker_pids() == before
 
 
 @pytest.fixture(scope="module")

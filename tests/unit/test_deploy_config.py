@@ -76,6 +76,12 @@ def test_torch_threads_reach_the_workers_environment_and_model_config(store, tmp
     assert env["LENET_TORCH_THREADS"] == "2" and env["OMP_NUM_THREADS"] == "1"
 
 
+def test_the_explanation_share_reaches_the_handlers_model_config(store, tmp_path):
+    config = ServerConfig(model_store=store, model_config_overrides={"explain_share": 1})
+    props = read_properties(config.write(tmp_path / "run"))
+    assert served_model_config(props)["handler"]["explain_share"] == 1.0
+
+
 def test_an_unknown_model_setting_is_refused_with_the_known_ones(store, tmp_path):
     config = ServerConfig(model_store=store, model_config_overrides={"batchsize": 4})
     with pytest.raises(ValueError, match=r"unknown model config override\(s\) \['batchsize'\]"):

@@ -9,9 +9,11 @@ inference key it holds appears in none of its answers.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 
+import numpy as np
 import psutil
 import pytest
 import requests
@@ -91,3 +93,24 @@ def test_torchserve_away_is_reported_in_words_and_no_key_leaves_the_app(app):
     for answer in (health, resp, requests.get(app.url, timeout=5)):
         assert KEY not in answer.text
         assert KEY not in json.dumps(dict(answer.headers))
+
+
+def test_the_page_shows_only_what_the_explanation_contract_admits():
+    """`web.explanations` reads a single `Explanation` and nothing else: a multi-image answer,
+    an error, a non-PNG input or a map of the wrong size reads as "no explanation"."""
+    from handler.schemas import Explanation
+    from samples.digits import encode_png
+    from web.explanations import for_page, read_explanation
+
+    probabilities = [0.0] * 7 + [1.0, 0.0, 0.0]
+    png = encode_png(np.zeros((28, 28), np.uint8))
+    good = Explanation.build(probabilities, png, np.zeros((28, 28)), "test").model_dump()
+    assert read_explanation(json.dumps(good)) is not None
+    assert set(for_page(read_explanation(good))) == {"input_png", "attribution"}
+    wrong_size = encode_png(np.zeros((27, 28), np.uint8))
+    for body in ({"explanations": [good]}, {"code": 400, "type": "InvalidImage", "message": "x"},
+                 {**good, "input_png": "aGVsbG8="},
+                 {**good, "input_png": base64.b64encode(wrong_size).decode()},
+                 {**good, "attribution": good["attribution"][:27]},
+                 {**good, "attribution": [[float("nan")] * 28] * 28}, b"not json"):  # fmt: skip
+        assert read_explanation(body) is None, body

@@ -295,28 +295,27 @@
     });
   }
 
+  // The two panels of an explanation (web/explanations.py): the 28x28 PNG the model saw and
+  // its 28x28 attribution values; without one, both say "not available" and the note says why.
   function showExplanation(explanation, note) {
-    const has = (key) => Boolean(explanation && explanation[key]);
-    toggle("model-input", has("input_png"), "model-input-na");
-    if (has("input_png")) $("model-input").src = `data:image/png;base64,${explanation.input_png}`;
-    toggle("attribution-img", has("attribution_png"), null);
-    if (has("attribution_png")) {
-      $("attribution-img").src = `data:image/png;base64,${explanation.attribution_png}`;
+    const shown = Boolean(explanation);
+    toggle("model-input", shown, "model-input-na");
+    toggle("attribution", shown, "attribution-na");
+    if (shown) {
+      $("model-input").src = `data:image/png;base64,${explanation.input_png}`;
+      drawAttribution(explanation.attribution);
     }
-    const values = has("attribution_png") ? null : explanation && explanation.attribution;
-    toggle("attribution", Boolean(values), null);
-    if (values) drawAttribution(values);
-    $("attribution-na").hidden = has("attribution_png") || Boolean(values);
     $("explanation-note").textContent =
-      explanation || !note ? "" : `Model input and attribution map: ${note}.`;
+      shown || !note ? "" : `Model input and attribution map: ${note}.`;
   }
 
   function toggle(id, visible, placeholderId) {
     $(id).hidden = !visible;
-    if (placeholderId) $(placeholderId).hidden = visible;
+    $(placeholderId).hidden = visible;
   }
 
   // Signed attributions as colour: red where a pixel pushed towards the answer, blue against.
+  // The square root lifts the many small values next to a few strong ones into view.
   function drawAttribution(values) {
     const canvas = $("attribution");
     const g = canvas.getContext("2d");
@@ -324,7 +323,7 @@
     const image = g.createImageData(size, size);
     const peak = Math.max(1e-12, ...values.flat().map(Math.abs));
     values.flat().forEach((v, i) => {
-      const t = Math.min(1, Math.abs(v) / peak);
+      const t = Math.sqrt(Math.min(1, Math.abs(v) / peak));
       image.data[4 * i] = v > 0 ? 255 * t : 0;
       image.data[4 * i + 2] = v < 0 ? 255 * t : 0;
       image.data[4 * i + 3] = 255;
