@@ -409,6 +409,18 @@ class Existing:
     models: Counter = field(default_factory=Counter)  # (model, version) -> successful rows
     retried: int = 0  # retryable error rows removed, to be scored again
 
+    def take(self, rows: Iterator[Row], path: Path, on_existing_row=None) -> None:
+        """Record the rows a resumed output keeps (each also passed to `on_existing_row`);
+        a path seen twice means the file is not one this job wrote, so resuming stops."""
+        for row in rows:
+            if row.path in self.done:
+                raise OutputError(f"{path}: {row.path!r} appears twice; cannot resume")
+            self.done.add(row.path)
+            if row.ok:
+                self.models[(row.model, row.model_version)] += 1
+            if on_existing_row is not None:
+                on_existing_row(row)
+
 
 def open_output(path: str | Path, *, resume: bool, overwrite: bool,
                 on_existing_row=None) -> tuple[RowWriter, Existing]:
@@ -439,14 +451,7 @@ def open_output(path: str | Path, *, resume: bool, overwrite: bool,
             if existing.retried:
                 logger.info("%s: %d rows failed for a transient reason; scoring them again",
                             path, existing.retried)
-            for row in read_rows(path, fmt):
-                if row.path in existing.done:
-                    raise OutputError(f"{path}: {row.path!r} appears twice; cannot resume")
-                existing.done.add(row.path)
-                if row.ok:
-                    existing.models[(row.model, row.model_version)] += 1
-                if on_existing_row is not None:
-                    on_existing_row(row)
+            existing.take(read_rows(path, fmt), path, on_existing_row)
         else:  # overwrite (check_output refused the other cases)
             path.unlink()
     return RowWriter(path, fmt), existing

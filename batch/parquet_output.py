@@ -198,12 +198,5 @@ def open_parquet(path: Path, *, resume: bool, overwrite: bool,
             existing.retried = retryable
             logger.info("%s: %d rows failed for a transient reason; scoring them again",
                         path, retryable)  # fmt: skip
-        for row in read_parquet(path):
-            if row.path in existing.done:
-                raise OutputError(f"{path}: {row.path!r} appears twice; cannot resume")
-            existing.done.add(row.path)
-            if row.ok:
-                existing.models[(row.model, row.model_version)] += 1
-            if on_existing_row is not None:
-                on_existing_row(row)
+        existing.take(read_parquet(path), path, on_existing_row)
     return ParquetRowWriter(path), existing

@@ -33,14 +33,12 @@ import http.client
 import json
 import multiprocessing as mp
 import random
-import signal
 import statistics
 import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,7 +46,7 @@ from client import multipart_body
 from deploy.keys import auth_headers
 from deploy.server import TorchServe
 from handler import limits
-from project.paths import RESULTS_DIR
+from tools import begin_run
 
 
 @dataclass(frozen=True)
@@ -212,12 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="length of each arm in a round (default: 10)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the private server is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or RESULTS_DIR / "explain" / f"{stamp}.json"
+    stamp, folder = begin_run("explain")
+    out = args.out or folder / f"{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    server = TorchServe.private(RESULTS_DIR / "explain" / f"{stamp}-server").start()
+    server = TorchServe.private(folder / f"{stamp}-server").start()
     try:
         digits = labelled_digits(server)
         pids = server.worker_pids()

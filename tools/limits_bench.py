@@ -21,14 +21,12 @@ import argparse
 import io
 import json
 import multiprocessing as mp
-import signal
 import statistics
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +40,7 @@ from deploy.server import TorchServe
 from handler import limits
 from handler.preprocessing import preprocess
 from project.paths import RESULTS_DIR
+from tools import begin_run
 
 BATCH_SIZE = 32  # the committed model-config.yaml's batchSize
 RESPONSE_TIMEOUT_S = 30  # ... and its responseTimeout
@@ -350,10 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alone/attacked rounds (attack)")
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so the private servers are stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or RESULTS_DIR / "limits" / f"{stamp}-{args.phase}.json"
+    stamp, folder = begin_run("limits")
+    out = args.out or folder / f"{stamp}-{args.phase}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     cands = candidates()
     report: dict = {"limits": {k: getattr(limits, k) for k in dir(limits) if k.isupper()
