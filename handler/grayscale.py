@@ -46,6 +46,17 @@ def to_gray(image: Image.Image) -> np.ndarray:
     return _composite(_reduce(gray), _reduce(np.ascontiguousarray(alpha)))
 
 
+def decoded_to_gray(pixels: np.ndarray) -> np.ndarray:
+    """`to_gray` of the uint8 pixels OpenCV decodes (`handler.image_decoding.decode`):
+    grayscale, BGR or BGRA, with the same results as the Pillow image of the same file."""
+    if pixels.ndim == 2:
+        return _reduce(pixels)
+    if pixels.shape[2] == 3:
+        return _reduce(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY))
+    gray, alpha = cv2.cvtColor(pixels, cv2.COLOR_BGRA2GRAY), pixels[..., 3]
+    return _composite(_reduce(gray), _reduce(np.ascontiguousarray(alpha)))
+
+
 def _reduce(pixels: np.ndarray) -> np.ndarray:
     """Area-average a large image by an integer factor so its longer side is < 2*WORKING_SIZE."""
     factor = max(pixels.shape) // WORKING_SIZE

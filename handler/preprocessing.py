@@ -47,8 +47,8 @@ from PIL import Image
 
 from handler import limits
 from handler.digit_geometry import DIGIT_BOX, centre_in_field, fit_box, is_mnist_form
-from handler.grayscale import to_gray
-from handler.image_decoding import InvalidImage, decode_image
+from handler.grayscale import decoded_to_gray, to_gray
+from handler.image_decoding import InvalidImage, decode, decode_image
 from handler.ink_extraction import extract_ink
 from handler.normalization import IMAGE_SIZE, normalize
 
@@ -87,15 +87,33 @@ def to_mnist(image: Image.Image) -> np.ndarray:
     side to 20 px and centres its centre of mass at (14, 14). An image without ink gives zeros.
     Raises `InvalidImage` if the image cannot be converted.
     """
+    return _to_mnist(image)
+
+
+def preprocess(data: bytes) -> np.ndarray:
+    """Decode image bytes into a normalised (1, 28, 28) float32 model input; raises InvalidImage.
+
+    The same as `normalize(to_mnist(decode_image(data)))`, without the Pillow image in between
+    when OpenCV decoded the pixels."""
+    return normalize(_to_mnist(decode(data)))[np.newaxis]
+
+
+def _to_mnist(decoded: Image.Image | np.ndarray) -> np.ndarray:
+    """`to_mnist` of a Pillow image or of the pixels `handler.image_decoding.decode` returns."""
+    if isinstance(decoded, Image.Image):
+        mode, (width, height) = decoded.mode, decoded.size
+    else:
+        mode = ("L", "L", "L", "RGB", "RGBA")[decoded.shape[2] if decoded.ndim == 3 else 0]
+        height, width = decoded.shape[:2]
     try:
-        gray = to_gray(image)
+        gray = to_gray(decoded) if isinstance(decoded, Image.Image) else decoded_to_gray(decoded)
     except InvalidImage:
         raise
     except Exception:
-        logger.warning("grayscale conversion failed on a %s image", image.mode, exc_info=True)
+        logger.warning("grayscale conversion failed on a %s image", mode, exc_info=True)
         raise InvalidImage(
-            f"cannot convert a {image.mode} image of {image.size[0]}x{image.size[1]} to "
-            "grayscale: its pixel values cannot be interpreted"
+            f"cannot convert a {mode} image of {width}x{height} to grayscale: its pixel values "
+            "cannot be interpreted"
         ) from None
     if is_mnist_form(gray):
         # Already what MNIST's own normalisation produces: nothing to redo.
@@ -108,14 +126,8 @@ def to_mnist(image: Image.Image) -> np.ndarray:
             return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
         return centre_in_field(fit_box(ink))
     except Exception:  # a bug here must still answer the user with a 4xx, not a 500
-        logger.exception("preprocessing failed on a %s image of %s", image.mode, image.size)
+        logger.exception("preprocessing failed on a %s image of %dx%d", mode, width, height)
         raise InvalidImage(  # what is wrong with the image, never the internal exception
-            f"cannot preprocess a {image.mode} image of {image.size[0]}x{image.size[1]}: "
+            f"cannot preprocess a {mode} image of {width}x{height}: "
             "no digit could be isolated from its pixel values"
         ) from None
-
-
-def preprocess(data: bytes) -> np.ndarray:
-    """Decode image bytes into a normalised (1, 28, 28) float32 model input; raises InvalidImage."""
-    return normalize(to_mnist(decode_image(data)))[np.newaxis]
-
