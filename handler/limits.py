@@ -28,20 +28,8 @@ image answers one summary plus its first `MAX_ERRORS_LISTED` image errors. An ex
 is at most ~9 KB (784 attribution values at `handler.schemas.ATTRIBUTION_DIGITS`; ~5 KB for a
 digit, whose blank pixels are 0.0), so an explanations answer stays under 80 KB.
 
-Explanations (`POST /explanations/lenet`) share the worker, and its batches, with predictions:
-integrated gradients run `handler.predictor.EXPLAIN_STEPS` forward and backward passes per
-image, ~5 ms of one core against ~0.1 ms for a prediction (decode, preprocessing and its share
-of a batched forward pass), so a few clients asking for explanations back to back would take
-most of the worker. Two limits keep predictions' pace:
-`MAX_IMAGES_PER_EXPLANATION` bounds one request (~35 ms), and `ExplanationBudget` lets
-explanations use at most `EXPLAIN_SHARE` of the worker's time, with at most `EXPLAIN_BURST_S`
-saved up: an explanations request that finds it spent gets 429 `ExplanationsBusy` with
-`Retry-After`, before any of its pixels is decoded. So a batch never carries more than the burst
-plus one request of explanation work, and predictions keep at least 1 - `EXPLAIN_SHARE` of the
-worker's compute whatever the explanation traffic (refused requests still cost the frontend and
-the worker protocol a little each: `python -m tools.explain_bench` measures the whole effect).
-`handler: explain_share` in model-config.yaml sets the share per deployment (1 switches the
-budget off).
+Explanations share the worker with predictions: `MAX_IMAGES_PER_EXPLANATION` bounds one
+request, and `handler.explain_budget` (re-exported here) bounds their share of the worker's time.
 
 Decoded pixels: a JPEG is decoded at 1/2 to 1/8 scale (libjpeg's DCT scaling), so only formats
 decoded whole (PNG, GIF, BMP, TIFF, WebP) count their stored pixels; that is what bounds the
@@ -49,18 +37,22 @@ memory of one decode (`MAX_DECODED_PIXELS` x at most 4 bytes, plus a copy for a 
 conversion). The side limit keeps Pillow's per-row bookkeeping bounded (a 1 x 40,000,000 PNG
 costs ~0.9 GB of row pointers and blocks, not 40 MB).
 
-Pixel cost of a request (`request_cost`): the sum over its images of what decoding and
-preprocessing will touch, estimated from the header:
+Pixel cost of a request (`check_request_cost`): the sum over its images of what decoding and
+preprocessing will cost, estimated from the header, in units of about one decoded PNG pixel
+(5-35 ns of one core: 1 byte a pixel for grayscale, 8 for 16-bit RGBA):
 
     cost = decode pixels + ANALYSIS_WEIGHT x analysed pixels
 
-- decode pixels: the stored pixels of a format decoded whole; 1/16 of them for a baseline JPEG
-  (its entropy decoder still visits every block, at ~1/20 of the per-pixel cost of a PNG);
-  1/4 for a progressive JPEG (libjpeg keeps every coefficient of the whole image, and walks
-  them once per scan);
+- decode pixels: the stored pixels of a format decoded whole; for a JPEG, 1/`BASELINE_JPEG_SHARE`
+  of them when baseline (its entropy decoder still visits every block) and
+  1/`PROGRESSIVE_JPEG_SHARE` when progressive (libjpeg keeps every coefficient of the whole
+  image and walks them once per scan);
 - analysed pixels: preprocessing works on the image reduced to under `ANALYSIS_SIDE` px a side
-  (a JPEG's reduced decode, then an integer box reduction), at ~10x the per-pixel cost of a
-  decode (the measured ratio of the slowest analysis to the slowest decode, per pixel).
+  (a JPEG's reduced decode, then an integer box reduction).
+
+The weights make the CPU time per cost unit roughly uniform across the requests that stress
+each term (`python -m tools.limits_bench cost` prints ns per unit per candidate), so that
+`MAX_REQUEST_PIXELS` bounds a request's CPU time whichever term dominates it.
 
 This module imports only the standard library and Pillow: the handler, the preprocessing and
 the batch job's decode workers use it alike.
@@ -69,11 +61,16 @@ the batch job's decode workers use it alike.
 from __future__ import annotations
 
 import io
-import math
-import time
 from dataclasses import dataclass
 
 from PIL import Image
+
+from handler.explain_budget import (  # noqa: F401 - the 429 limit, with every other limit here
+    EXPLAIN_BURST_S,
+    EXPLAIN_SHARE,
+    ExplanationBudget,
+    ExplanationsBusy,
+)
 
 # --- what a request may carry -------------------------------------------------------------
 # 64 images: 8x what the batch job sends per request by default, and any multi-digit form a
@@ -86,12 +83,6 @@ MAX_JSON_VALUES = 4 * MAX_IMAGES_PER_REQUEST + 64
 # An explanation costs ~50 predictions (above): 8 covers a row of digits cropped from a form, and
 # the page sends one.
 MAX_IMAGES_PER_EXPLANATION = 8
-# 10 % of the worker: ~20 single-image explanations a second per worker (a page asks one per
-# stroke), and never more than a tenth of the predictions' capacity.
-EXPLAIN_SHARE = 0.1
-# What a quiet worker saves up: ten single-image explanations at once, and the most explanation
-# work a batch may add to the predictions batched with it (plus one request).
-EXPLAIN_BURST_S = 0.05
 
 # --- what one image may be ----------------------------------------------------------------
 # Formats Pillow may parse. Restricting the list keeps untrusted bytes away from every other
@@ -116,12 +107,18 @@ MAX_DECODED_PIXELS = 6_000_000
 # (handler.preprocessing.WORKING_SIZE; tests/unit/test_limits.py checks that they agree).
 WORKING_SIZE = 400
 ANALYSIS_SIDE = 2 * WORKING_SIZE
-ANALYSIS_WEIGHT = 10  # an analysed pixel costs ~10x a decoded one (python -m tools.limits_bench)
-BASELINE_JPEG_SHARE = 16  # a sequential JPEG counts 1/16 of its stored pixels ...
-PROGRESSIVE_JPEG_SHARE = 4  # ... a progressive one 1/4
-# 8 M: three 12 MP phone photos (~2.6 M each), or one 6 MP PNG (~7.7 M), or 64 MNIST-size
-# digits (~0.6 M), or one 799x799 scan (~7 M); the worst request it admits costs ~0.3 s of one core,
-# so a batch of 32 of them ends in ~10 s (measured: docs/reliability.md, "Limits").
+# The weights, from `python -m tools.limits_bench cost` and per-term timings of the images that
+# stress each term, CPU of one core: a PNG decodes at 5 (grayscale) to 35 ns a pixel (16-bit
+# RGBA); an analysed pixel costs 5-12 ns (the 799x799 scans), so one unit each. A progressive
+# JPEG costs 5 ns a stored pixel (40 MP of flat grey) to 16 (12 MP of noise at the body limit),
+# a baseline one 1.6 (40 MP) to 3.4 ns (12 MP of noise at the body limit): 1/2 and 1/8.
+ANALYSIS_WEIGHT = 1
+BASELINE_JPEG_SHARE = 8  # a sequential JPEG counts 1/8 of its stored pixels ...
+PROGRESSIVE_JPEG_SHARE = 2  # ... a progressive one 1/2
+# At most ~35 ns a unit, 8 M units is ~0.3 s of one core at worst (a 6 MP 16-bit RGBA PNG and
+# another 0.9 MP of one; a 15 MP progressive JPEG of noise), so a batch of 32 of them ends in
+# ~10 s. It admits 25 uploads of 400x400 (0.32 M each), 64 of 250x250, one 40 MP baseline JPEG
+# (5.2 M) or one 12 MP progressive one (6.2 M) (docs/reliability.md, "Limits").
 MAX_REQUEST_PIXELS = 8_000_000
 
 # --- what an answer may hold --------------------------------------------------------------
@@ -135,51 +132,6 @@ class LimitExceeded(ValueError):
 
     status = 413
     type = "RequestTooLarge"
-
-
-class ExplanationsBusy(ValueError):
-    """Explanations have used their share of the worker: 429 (`ExplanationBudget.retry_after`)."""
-
-    status = 429
-    type = "ExplanationsBusy"
-
-
-class ExplanationBudget:
-    """A token bucket of explanation seconds: it refills at `share` seconds per second, up to
-    `burst_s`. A request is admitted while the bucket is not empty (it may run it into debt by
-    its own cost), and charged what its explanations really took (`settle`)."""
-
-    def __init__(self, share: float = EXPLAIN_SHARE, burst_s: float = EXPLAIN_BURST_S,
-                 clock=time.monotonic) -> None:  # fmt: skip
-        self.share, self.burst_s, self.clock = float(share), float(burst_s), clock
-        self.tokens, self.last = self.burst_s, clock()
-
-    def admit(self, cost_s: float) -> None:
-        """Take `cost_s` (an estimate) for one request; raise ExplanationsBusy when empty."""
-        if self.share >= 1:
-            return
-        if self.share <= 0:
-            raise ExplanationsBusy("explanations are switched off on this server "
-                                   "(model-config.yaml handler: explain_share 0)")  # fmt: skip
-        now = self.clock()
-        self.tokens = min(self.burst_s, self.tokens + (now - self.last) * self.share)
-        self.last = now
-        if self.tokens <= 0:
-            raise ExplanationsBusy(
-                f"explanations may use {self.share:.0%} of the model's time and have used it; "
-                f"retry in {self.retry_after():.2f} s, or POST /predictions for the digits alone")
-        self.tokens -= cost_s
-
-    def retry_after(self) -> float:
-        """Seconds until the bucket is no longer empty (inf when explanations are off)."""
-        if self.share <= 0:
-            return math.inf
-        return max(0.0, -self.tokens / self.share) if self.share < 1 else 0.0
-
-    def settle(self, estimated_s: float, actual_s: float) -> None:
-        """Correct the estimates taken by `admit` with what the explanations really cost."""
-        if self.share < 1:
-            self.tokens += estimated_s - actual_s
 
 
 class ImageRefused(ValueError):

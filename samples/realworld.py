@@ -203,7 +203,8 @@ def model_inputs(dataset: RealWorldSet) -> np.ndarray:
     `handler.preprocessing.preprocess` on every upload, in two processes. Cached in the set's
     folder, keyed by the preprocessing code; a cached prefix is extended, not recomputed.
     """
-    key = hashlib.sha256(Path(preprocessing.__file__).read_bytes()).hexdigest()[:12]
+    code = b"".join(path.read_bytes() for path in preprocessing.SOURCE_FILES)
+    key = hashlib.sha256(code).hexdigest()[:12]
     cache = dataset.folder / f"inputs-{key}.npy" if dataset.folder else None
     done = np.load(cache) if cache is not None and cache.is_file() else None
     if done is not None and len(done) >= len(dataset.uploads):

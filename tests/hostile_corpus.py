@@ -333,9 +333,9 @@ def add_limit_cases(add, png: bytes, label: int) -> None:
     body, ctype = multipart([(f"j{i}", jpeg_header(7300, 5470)) for i in range(20)])
     add("multipart_20_jpegs_of_40mp", body, ctype, "reject", status=413,
         note="each admitted alone (decoded at 1/8), together over the request's pixel cost")
-    scan = png_claiming_size(799, 799)
+    scan = png_claiming_size(2449, 2449)  # 6 MP, each admitted alone
     body, ctype = multipart([("a", scan), ("b", scan)])
-    add("multipart_two_799_scans", body, ctype, "reject", status=413)
+    add("multipart_two_6mp_pngs", body, ctype, "reject", status=413)
     tall = zlib.compress(b"\x00\x00" * 40_000_000)
     one_column = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 40_000_000,
                   8, 0, 0, 0, 0)) + png_chunk(b"IDAT", tall) + png_chunk(b"IEND", b""))

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def worst():
     found = {c.name: c for c in candidates()}
-    return found["scan-799-jpeg"], found["photo-12mp-progressive"]
+    return found["png-6mp-rgba16"], found["photo-progressive"]  # the most CPU each
 
 
 def test_a_batch_of_the_worst_admitted_requests_is_answered(torchserve_factory, worst):

@@ -123,11 +123,19 @@ def test_too_many_images_is_refused_before_decoding():
 
 
 def test_request_cost_adds_up_its_images():
-    scan = limits.ImageHeader("PNG", 799, 799)
+    scan = limits.ImageHeader("PNG", 2449, 2449)  # 6 MP, decoded whole
     assert scan.cost <= limits.MAX_REQUEST_PIXELS
     limits.check_request_cost([scan])
     with pytest.raises(limits.LimitExceeded, match=f"{limits.MAX_REQUEST_PIXELS:,} per request"):
         limits.check_request_cost([scan, scan])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_typical_uploads_fit_comfortably(fmt):
+    """8 uploads of 400x400 (the evaluation sends 8 real-world images per request) use well
+    under half of a request's pixel cost."""
+    upload = limits.ImageHeader(fmt, 400, 400)
+    assert limits.check_request_cost([upload] * 8) < limits.MAX_REQUEST_PIXELS / 2
 
 
 # --- the contract's details -------------------------------------------------------------------
@@ -234,7 +242,7 @@ def test_limit_refusals_are_per_request(handler, png):
     many = json.dumps({"images": [""] * 100_000}).encode()
     bombs = {f"b{i}": png_header(7000, 5700) for i in range(3)}  # 40 MP each, 100 bytes each
     tall = {"x": png_header(1, 40_000_000)}
-    scans = {"a": png_header(799, 799), "b": png_header(799, 799)}  # each fits, both do not
+    scans = {"a": png_header(2449, 2449), "b": png_header(2449, 2449)}  # each fits, not both
     multipart = {"Content-Type": "multipart/form-data; boundary=x"}
     results = run(handler, [
         ({"body": many}, {"Content-Type": "application/json"}),
