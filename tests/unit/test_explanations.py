@@ -105,7 +105,8 @@ def test_the_png_is_exactly_the_input_the_prediction_and_attribution_used(loaded
     assert np.array_equal(recording.inputs[0].numpy(), model_input)
     with torch.inference_mode():
         logits = loaded.module(torch.from_numpy(model_input))
-    expected = torch.softmax(logits.double(), dim=1)[0].numpy()
+    temperature = loaded.metadata.get("calibration", {}).get("temperature", 1.0)
+    expected = torch.softmax(logits.double() / temperature, dim=1)[0].numpy()
     np.testing.assert_allclose(answer.prediction.probabilities, expected, rtol=0, atol=1e-12)
     steps = torch.cat(recording.inputs[1:])
     assert len(steps) == EXPLAIN_STEPS
