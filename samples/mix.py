@@ -33,7 +33,7 @@ from PIL import Image
 from handler import limits
 from project import paths
 from samples import render
-from samples.digits import encode_png
+from samples.digits import LabelledImages, encode_png
 
 KINDS = ("mnist", "scan", "photo", "photo12mp")
 # Shares of the mix. Small scans and drawings dominate real uploads (forms, web drawing pads);
@@ -106,6 +106,13 @@ def build_mix(count: int, seed: int = DEFAULT_SEED, kinds=None, *, digits=None) 
         items.append(make_item(kind, seen[kind], seed, images, labels))
         seen[kind] += 1
     return items
+
+
+def as_uploads(count: int, seed: int, digits) -> LabelledImages:
+    """`build_mix(count, seed, digits=digits)` as `LabelledImages` (MNIST indices and kinds)."""
+    items = build_mix(count, seed, digits=digits)
+    return LabelledImages(*([getattr(i, f) for i in items]
+                            for f in ("data", "label", "mnist_index", "kind")))  # fmt: skip
 
 
 def make_item(kind: str, k: int, seed: int, images: np.ndarray, labels: np.ndarray) -> MixItem:
@@ -187,15 +194,19 @@ def _cached_photo12mp(digit: np.ndarray, rng: np.random.Generator, key: str) -> 
     return data
 
 
-def pack(costs: list[int], max_images: int, budget: int = limits.MAX_REQUEST_PIXELS) -> list[range]:
+def pack(costs: list[int], max_images: int, budget: int = limits.MAX_REQUEST_PIXELS,
+         sizes: list[int] | None = None, max_bytes: int | None = None) -> list[range]:  # fmt: skip
     """Consecutive positions grouped into requests of at most `max_images` images whose pixel
-    costs sum to at most `budget` (the handler's per-request limit): how a client splits a mix."""
-    groups, start, total = [], 0, 0
+    costs sum to at most `budget` (the handler's per-request limit) and, given `sizes`, whose
+    bytes sum to at most `max_bytes` (the server's body limit): how a client splits a mix."""
+    sizes = sizes or [0] * len(costs)
+    groups, start, total, nbytes = [], 0, 0, 0
     for i, cost in enumerate(costs):
-        if i > start and (i - start == max_images or total + cost > budget):
+        full = i - start == max_images or total + cost > budget
+        if i > start and (full or (max_bytes is not None and nbytes + sizes[i] > max_bytes)):
             groups.append(range(start, i))
-            start, total = i, 0
-        total += cost
+            start, total, nbytes = i, 0, 0
+        total, nbytes = total + cost, nbytes + sizes[i]
     return groups + ([range(start, len(costs))] if costs else [])
 
 

@@ -112,3 +112,22 @@ def test_the_trained_model_gets_most_of_each_kind_right(trained_model, items):
         pairs = [(i, a) for i, a in zip(items, answers, strict=True) if i.kind == kind]
         right = sum(getattr(a, "digit", None) == i.label for i, a in pairs)
         assert right >= 0.9 * len(pairs), f"{kind}: {right} of {len(pairs)} right"
+
+
+def test_a_pool_of_the_mix_draws_requests_within_the_limits_and_keeps_kinds(tmp_path, items):
+    import random
+
+    from samples.pool import ImagePool
+
+    pool = ImagePool([i.data for i in items], [i.label for i in items],
+                     [i.mnist_index for i in items], kinds=[i.kind for i in items])  # fmt: skip
+    loaded = ImagePool.load(pool.save(tmp_path / "pool.json"))
+    assert loaded.kinds == pool.kinds and loaded.images == pool.images
+    rng, max_bytes = random.Random(0), 3_000_000
+    for _ in range(200):
+        picks = pool.pick(rng, 8, max_bytes)
+        assert 1 <= len(picks) <= 8 and len(set(picks)) == len(picks)
+        assert sum(pool.costs[i] for i in picks) <= limits.MAX_REQUEST_PIXELS
+        assert len(picks) == 1 or sum(len(pool.b64[i]) for i in picks) <= max_bytes
+    photos = pool.subset("photo12mp")
+    assert photos.kinds == ["photo12mp"] * 2 and set(photos.images) <= set(pool.images)
