@@ -44,7 +44,10 @@ def ensure_pool(model: Path | None = None, mnist_dir: str | Path | None = None,
         raise ValueError(f"unknown pool source {source!r}: one of {SOURCES}")
     with open(model, "rb") as fh:
         sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
-    path = paths.RESULTS_DIR / f"pool-{source}-{sha256[:12]}-{size}-{seed}.json"
+    from samples.mix import fingerprint  # the mix's code: a changed generator is a new pool
+
+    code = fingerprint() if source == "mix" else "mnist"
+    path = paths.RESULTS_DIR / f"pool-{code}-{sha256[:12]}-{size}-{seed}.json"
     if path.is_file() and not rebuild:
         return path
     from handler.predictor import Predictor

@@ -50,6 +50,10 @@ SCAN_STYLES = (("realistic", 0.4), ("scan", 0.25), ("pen", 0.2), ("dark", 0.15))
 PHOTO_ASPECTS = (4 / 3, 3 / 4, 16 / 9)
 PHOTO_NOISE = (3.0, 7.0)  # sensor noise sigma, gray levels: gives phone-like file sizes
 PHOTO_QUALITY = (82, 94)
+# Phones write 12 MP JPEGs of 2-4 MB; a noisier draw is re-encoded at lower quality until under
+# this. It also keeps every photo under this deployment's body limit (TorchServe's
+# max_request_size, 4 MiB in deploy/config.properties), so every item can be sent and checked.
+PHOTO_MAX_BYTES = 3_500_000
 _KIND_CODE = {kind: n for n, kind in enumerate(KINDS)}
 DEFAULT_SEED = 1313
 CACHE_DIR = paths.ARTIFACTS_DIR / "mix-cache"
@@ -171,18 +175,26 @@ def _photo(digit: np.ndarray, rng: np.random.Generator, width: int, height: int)
     cv2.randn(noise, 0, float(rng.uniform(*PHOTO_NOISE)))
     frame = cv2.add(frame, cv2.merge([noise] * 3), dtype=cv2.CV_8U)
     quality = int(rng.integers(PHOTO_QUALITY[0], PHOTO_QUALITY[1] + 1))
-    ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {width}x{height} JPEG")
-    return encoded.tobytes()
+    while True:
+        ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode a {width}x{height} JPEG")
+        if len(encoded) <= PHOTO_MAX_BYTES or quality <= 50:
+            return encoded.tobytes()
+        quality -= 8
+
+
+def fingerprint() -> str:
+    """A short hash of this module's and `samples.render`'s code: what makes the mix's bytes, so
+    caches of them (12 MP photos, the load tests' pool) are keyed by it."""
+    code = Path(__file__).read_bytes() + Path(render.__file__).read_bytes()
+    return hashlib.sha256(code).hexdigest()[:12]
 
 
 def _cached_photo12mp(digit: np.ndarray, rng: np.random.Generator, key: str) -> bytes:
     """A 12 MP photo, from the disk cache when this code has made it before. The key holds a
     fingerprint of this module and of `samples.render`, so changed code never serves stale bytes."""
-    fingerprint = hashlib.sha256(Path(__file__).read_bytes()
-                                 + Path(render.__file__).read_bytes()).hexdigest()[:12]  # fmt: skip
-    path = CACHE_DIR / f"photo12mp-{fingerprint}-{key}.jpg"
+    path = CACHE_DIR / f"photo12mp-{fingerprint()}-{key}.jpg"
     if path.is_file():
         return path.read_bytes()
     width, height = PHOTO12MP_SIZE if rng.random() < 0.7 else PHOTO12MP_SIZE[::-1]
@@ -212,8 +224,9 @@ def pack(costs: list[int], max_images: int, budget: int = limits.MAX_REQUEST_PIX
 
 def write_folder(folder: Path, items: list[MixItem]) -> int:
     """Write the items as `<kind>/<n>_<label>.<fmt>` plus `labels.csv` (path, label, kind,
-    mnist_index) for batch benches; returns the image bytes written."""
+    mnist_index) for batch benches, creating `folder`; returns the image bytes written."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     total = 0
     with open(folder / "labels.csv", "w", newline="") as fh:
         out = csv.writer(fh)

@@ -82,6 +82,7 @@ def test_12mp_photos_are_4000x3000_jpegs_that_fit_the_request_limit(items):
     assert len(photos) == 2
     for photo in photos:
         assert photo.fmt == "jpg" and sorted(photo.size) == [3000, 4000]
+        assert len(photo.data) <= mix.PHOTO_MAX_BYTES  # under the server's body limit too
         assert photo.cost <= limits.MAX_REQUEST_PIXELS // 3  # three fit in one request
 
 
