@@ -91,10 +91,10 @@ bench-preprocess: $(STAMP)
 	$(PY) -m tools.preprocess_bench
 
 bench: model_store/lenet.mar
-	$(PY) -m loadtests bench
+	$(PY) -m loadtests bench $(ARGS)
 
 bench-batch: model_store/lenet.mar
-	$(PY) -m batch bench
+	$(PY) -m batch bench $(ARGS)
 
 # Predictions' req/s and p50/p99 alone and beside explanation traffic, one run (docs/performance.md).
 bench-explain: model_store/lenet.mar

@@ -2,7 +2,8 @@
 engines.
 
 All are measured in ONE run over the same folder (`--source`: by default 10,000 MNIST test
-digits as PNGs, written to a temporary folder), so their ratios are side by side on the same
+digits as PNGs; `mix`, the realistic traffic mix of `samples.mix`; `scans`, its 40-400 px scans
+and drawings; written to a temporary folder), so their ratios are side by side on the same
 machine state:
 
 - ceiling: read + decode + preprocess + batched forward, all in this one process, no output;
@@ -97,9 +98,22 @@ def write_pngs(folder: Path, count: int, mnist_dir: str | None) -> int:
     return total
 
 
-# Folder sources: name -> writer(folder, count, mnist_dir) -> bytes written. Another source
-# (a realistic mix of uploads) plugs in here.
-SOURCES = {"mnist": write_pngs}
+def write_mix(folder: Path, count: int, mnist_dir: str | None, kinds=None) -> int:
+    """the realistic traffic mix of samples.mix (MNIST PNGs, scans, 1-3 and 12 MP photos)"""
+    from samples.mix import DEFAULT_SEED, build_mix, write_folder
+    from train.mnist import load_test_digits
+
+    digits = load_test_digits(mnist_dir)
+    return write_folder(folder, build_mix(count, DEFAULT_SEED, kinds, digits=digits))
+
+
+def write_scans(folder: Path, count: int, mnist_dir: str | None) -> int:
+    """samples.mix's scans and drawings only, 40-400 px, PNG and JPEG"""
+    return write_mix(folder, count, mnist_dir, kinds=["scan"])
+
+
+# Folder sources: name -> writer(folder, count, mnist_dir) -> bytes written.
+SOURCES = {"mnist": write_pngs, "mix": write_mix, "scans": write_scans}
 
 
 def bench_ceiling(folder: Path, model_path, batch_size: int) -> dict:

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, formatter_class=fmt)
         p.add_argument("--model", type=Path, help="Model the image pool is checked with "
                        "(default: loadtests.pool.default_model()).")  # fmt: skip
+        p.add_argument("--source", choices=pool.SOURCES, default="mix", help="What the image "
+                       "pool holds: samples.mix's realistic mix, or MNIST PNGs only.")  # fmt: skip
         if name != "pool":
             p.add_argument("--out", type=Path, help="Result folder (default: a new one in "
                            "loadtests/results/).")  # fmt: skip
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     # TorchServe and Locust processes this command started instead of orphaning them.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     if args.command == "pool":
-        print(pool.ensure_pool(args.model, size=args.size, rebuild=args.rebuild))
+        print(pool.ensure_pool(args.model, size=args.size, rebuild=args.rebuild,
+                               source=args.source))  # fmt: skip
         return 0
     out = args.out or runner.timestamped_dir("step" if getattr(args, "step", False)
                                              else args.command)  # fmt: skip
@@ -98,23 +101,25 @@ def main(argv: list[str] | None = None) -> int:
         closed_loop = runner.LoadSpec(users=args.users, spawn_rate=float(args.users),
                                       run_time=args.run_time, processes=processes)
     if args.command == "run":
-        result = runner.load_test(picked(runner.LoadSpec, args), out, args.model, args.pool,
+        result = runner.load_test(picked(runner.LoadSpec, args), out, args.model,
+                                  args.pool or pool.ensure_pool(args.model, source=args.source),
                                   args.warmup_requests)  # fmt: skip
         print(runner.format_result(result))
         code = result.exit_code
     elif args.command == "bench":
         report = bench.benchmark(out, picked(bench.Targets, args), closed_loop,
-                                 args.ceiling_seconds, args.ceiling_threads, args.model)
-        print(bench.markdown(report))
+                                 args.ceiling_seconds, args.ceiling_threads, args.model,
+                                 args.source)  # fmt: skip
+        print(json.dumps(report), bench.markdown(report), sep="\n\n")
         code = 0 if all(x["met"] for x in report["targets"]) else 1
     elif args.command == "tune":
         table, winner = tune.tune(out, picked(tune.Space, args), closed_loop,
-                                  pool.ensure_pool(args.model),
+                                  pool.ensure_pool(args.model, source=args.source),
                                   "`python -m loadtests " + " ".join(sys.argv[1:]) + "`")
         print(table)
         code = 0 if winner else 1
     else:
-        report = soak.soak(out, picked(soak.SoakOptions, args), args.model)
+        report = soak.soak(out, picked(soak.SoakOptions, args), args.model, args.source)
         print(json.dumps({k: v for k, v in report.items() if k != "rss_samples"}, indent=1))
         code = 0 if report["passed"] else 1
     print(f"results: {out}")

@@ -1,9 +1,10 @@
-"""Side-by-side benchmark in ONE run, same load generator and pool: the in-process ceiling
-(`Predictor.predict` on pool batches), STOCK TorchServe (`ServerConfig.stock`) and the tuned one,
-both serving the same .mar. Each server: cold start (start -> first correct answer), closed-loop
-single-image req/s and p50/p99, multi-image images/s; the tuned one also p99 at a constant half
-of its max. Targets are ratios of figures measured side by side (`bench.{json,md}`).
-"""
+"""Side-by-side benchmark in ONE run, same load generator and pool (by default the realistic mix
+of `samples.mix`): the in-process ceiling (`Predictor.predict` on pool batches), STOCK TorchServe
+(`ServerConfig.stock`) and the tuned one, both serving the same .mar. Each server: cold start
+(start -> first correct answer), closed-loop single-image req/s and p50/p99, multi-image
+images/s; the tuned one also p99 at a constant half of its max, and single-image runs and the
+ceiling per kind of the mix. Targets are ratios of figures measured side by side
+(`bench.{json,md}`)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def in_process_ceiling(pool: ImagePool, model: Path, batch_size: int = 64, secon
     batches = [range(a, min(a + batch_size, len(pool))) for a in range(0, len(pool), batch_size)]
 
     def one_batch(idx: range) -> int:
-        answers = predictor.predict([pool.pngs[i] for i in idx])
+        answers = predictor.predict([pool.images[i] for i in idx])
         if [getattr(a, "digit", None) for a in answers] != [pool.labels[i] for i in idx]:
             raise RuntimeError("in-process prediction disagrees with the pool's labels")
         return len(idx)
@@ -70,9 +71,11 @@ def constant_rate_users(rate: float, p99_bound_ms: float) -> int:
 
 
 def measure_server(label: str, out_dir: Path, pool_path: Path, load: LoadSpec, *, stock: bool,
-                   half_rate_p99_ms: float | None = None) -> dict:  # fmt: skip
+                   half_rate_p99_ms: float | None = None, kind_pools: dict | None = None,
+                   ) -> dict:  # fmt: skip
     """Cold start, single- and multi-image runs of a private server; with `half_rate_p99_ms`
-    also the constant-rate run at half its single-image req/s."""
+    also the constant-rate run at half its single-image req/s; with `kind_pools` ({kind: pool
+    file}) a single-image run on each."""
     from deploy.server import TorchServe
 
     server = TorchServe.private(out_dir / f"server-{label}", stock=stock)
@@ -82,9 +85,9 @@ def measure_server(label: str, out_dir: Path, pool_path: Path, load: LoadSpec, *
                        200, since=started)  # fmt: skip
         figures: dict = {"label": label, "cold_start_s": round(cold, 2)}
 
-        def run(name: str, **changes) -> dict:
+        def run(name: str, pool: Path = pool_path, **changes) -> dict:
             return asdict(run_locust(replace(load, **changes), out_dir / f"{label}-{name}",
-                                     pool_path, server=server))  # fmt: skip
+                                     pool, server=server))  # fmt: skip
 
         figures["single"] = run("single", user_classes=["SingleImageUser"])
         figures["multi"] = run("multi", user_classes=["JsonMultiImageUser"])
@@ -96,6 +99,8 @@ def measure_server(label: str, out_dir: Path, pool_path: Path, load: LoadSpec, *
                 user_classes=["SingleImageUser"],
                 extra_args=["--slo-p99-ms", str(half_rate_p99_ms)],
             ) | {"target_rps": round(rate, 1), "users": users}  # fmt: skip
+        figures["kinds"] = {kind: run(f"single-{kind}", pool, user_classes=["SingleImageUser"])
+                            for kind, pool in (kind_pools or {}).items()}  # fmt: skip
     return figures
 
 
@@ -137,12 +142,19 @@ def markdown(report: dict) -> str:
     if h := t.get("half_rate"):
         rows.append(row(f"tuned, constant {h['target_rps']:.0f} req/s (half of max, "
                         f"{h['users']} paced users)", h))  # fmt: skip
+    per_kind = [(kind, f"{k['share']:.1%}", k["ceiling"], t["kinds"][kind])
+                for kind, k in report["kinds"].items()]  # fmt: skip
+    per_kind += [("whole mix", "100%", c, t["single"])] if per_kind else []
+    kinds = [[name, share, f"{ceiling['images_per_s']:.0f}",
+              *(f"{run[f]:.0f}" for f in ("rps", "p50_ms", "p99_ms"))]
+             for name, share, ceiling, run in per_kind]  # fmt: skip
     return "\n".join([
         f"Measured {report['date']} on {report['machine']}; load: {report['load']}.", "",
         *md_table(["configuration", "single req/s", "p50 ms", "p99 ms",
                    "TorchServe's own p50 / p99 ms", "multi-image images/s", "cold start s",
                    "server CPU (cores)", "Locust CPU (cores)", "host CPU, all processes"], rows),
-        "",
+        "", *(md_table(["kind (samples.mix)", "share of the pool", "in-process ceiling images/s",
+                        "tuned single req/s", "p50 ms", "p99 ms"], kinds) + [""] if kinds else []),
         *md_table(["target", "value", "bound", "met"],
                   [[x["target"], x["value"], x["bound"], "yes" if x["met"] else "NO"]
                    for x in report["targets"]]),
@@ -150,24 +162,31 @@ def markdown(report: dict) -> str:
 
 
 def benchmark(out_dir: Path, goals: Targets, load: LoadSpec, ceiling_seconds: float = 5.0,
-              ceiling_threads: int = 1, model: Path | None = None) -> dict:  # fmt: skip
+              ceiling_threads: int = 1, model: Path | None = None,
+              source: str = "mix") -> dict:  # fmt: skip
     """Run the whole benchmark with `load` (closed-loop users, run time, Locust processes) per
-    run; writes bench.{json,md} (and bench-latest.*), returns the report. `model` (default:
-    the served archive) checks the pool and runs the ceiling."""
+    run on a pool of `source`; writes bench.{json,md} (and bench-latest.*), returns the report.
+    `model` (default: the served archive) checks the pool and runs the ceiling."""
     model = model or default_model()
-    pool_path = ensure_pool(model)
+    pool_path = ensure_pool(model, source=source)
     pool = ImagePool.load(pool_path)
+    kinds = list(dict.fromkeys(pool.kinds)) if len(set(pool.kinds)) > 1 else []
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_version()}",
         "load": f"{load.users} closed-loop users, {load.run_time} per run, "
-        f"{load.processes or 1} Locust process(es), pool of {len(pool)} MNIST test digits",
+        f"{load.processes or 1} Locust process(es), pool of {len(pool)} images ({source})",
         "ceiling": in_process_ceiling(pool, model, seconds=ceiling_seconds,
                                       threads=ceiling_threads),
-    }
+        "kinds": {k: {"share": pool.kinds.count(k) / len(pool),
+                      "ceiling": in_process_ceiling(pool.subset(k), model, seconds=ceiling_seconds
+                                                    / 2, threads=ceiling_threads)}
+                  for k in kinds},
+    }  # fmt: skip
     report["stock"] = measure_server("stock", out_dir, pool_path, load, stock=True)
-    report["tuned"] = measure_server("tuned", out_dir, pool_path, load, stock=False,
-                                     half_rate_p99_ms=goals.max_half_rate_p99_ms)  # fmt: skip
+    report["tuned"] = measure_server(
+        "tuned", out_dir, pool_path, load, stock=False, half_rate_p99_ms=goals.max_half_rate_p99_ms,
+        kind_pools={k: pool.subset(k).save(out_dir / f"pool-{k}.json") for k in kinds})  # fmt: skip
     report["targets"] = targets(report, goals)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "bench.md").write_text(markdown(report))

@@ -1,6 +1,7 @@
-"""Locust users for `POST /predictions/lenet`: real MNIST digits, every answer checked.
+"""Locust users for `POST /predictions/lenet`: real uploads, every answer checked.
 
-Requests carry pool images (`loadtests/pool.py`), so a digit other than the label is a failure;
+Requests carry pool images (`loadtests/pool.py`: the realistic mix of `samples.mix`, or MNIST
+PNGs), as many as fit one request's limits, so a digit other than the label is a failure;
 bad input must get a 400 with the JSON error body. The mix is set once, in `USER_WEIGHTS`. Every
 run loads `loadtests/locust.conf`, home of the custom options' values: `locust -f
 loadtests/locustfile.py --config loadtests/locust.conf -H URL --pool P`, or `python -m loadtests
@@ -22,7 +23,7 @@ from deploy.keys import auth_headers, inference_token
 from handler import MODEL_NAME
 from handler.schemas import ErrorResponse, MultiPrediction, Prediction
 from loadtests import slo
-from loadtests.pool import ImagePool
+from loadtests.pool import MAX_BODY_BYTES, ImagePool
 
 # --- the traffic mix: the ONE place where user weights and request sizes are set ---------------
 USER_WEIGHTS = {
@@ -137,43 +138,45 @@ class _PredictionUser(FastHttpUser):
 
 
 class SingleImageUser(_PredictionUser):
-    """One raw PNG body per request (Content-Type image/png)."""
+    """One raw image body per request (Content-Type image/png or image/jpeg)."""
 
     weight = USER_WEIGHTS["SingleImageUser"]
 
     @task
     def predict_one(self) -> None:
         picks = self.pool.pick(self.rng, 1)
-        self.send("single", self.pool.pngs[picks[0]], "image/png", picks, schema=Prediction)
+        data = self.pool.images[picks[0]]
+        kind = "image/jpeg" if data[:2] == b"\xff\xd8" else "image/png"
+        self.send("single", data, kind, picks, schema=Prediction)
 
 
 class JsonMultiImageUser(_PredictionUser):
-    """`{"images": [b64, ...]}` with IMAGES_PER_JSON_REQUEST digits per request."""
+    """`{"images": [b64, ...]}` with up to IMAGES_PER_JSON_REQUEST images per request."""
 
     weight = USER_WEIGHTS["JsonMultiImageUser"]
 
     @task
     def predict_many(self) -> None:
-        picks = self.pool.pick(self.rng, IMAGES_PER_JSON_REQUEST)
+        picks = self.pool.pick(self.rng, IMAGES_PER_JSON_REQUEST, MAX_BODY_BYTES)
         body = json.dumps({"images": [self.pool.b64[i] for i in picks]}).encode()
         self.send(f"json x{len(picks)}", body, "application/json", picks)
 
 
 class MultipartUser(_PredictionUser):
-    """multipart/form-data, IMAGES_PER_MULTIPART_REQUEST images (see `client.multipart_body`)."""
+    """multipart/form-data, up to IMAGES_PER_MULTIPART_REQUEST images (`client.multipart_body`)."""
 
     weight = USER_WEIGHTS["MultipartUser"]
 
     @task
     def predict_form(self) -> None:
-        picks = self.pool.pick(self.rng, IMAGES_PER_MULTIPART_REQUEST)
-        body, content_type = multipart_body([self.pool.pngs[i] for i in picks])
+        picks = self.pool.pick(self.rng, IMAGES_PER_MULTIPART_REQUEST, MAX_BODY_BYTES)
+        body, content_type = multipart_body([self.pool.images[i] for i in picks])
         self.send(f"multipart x{len(picks)}", body, content_type, picks)
 
 
 def bad_inputs(pool: ImagePool) -> list[tuple[str, bytes, str]]:
     """Malformed requests a client could send: (name, body, content type)."""
-    png = pool.pngs[0]
+    png = next((x for x in pool.images if x[:4] == b"\x89PNG"), pool.images[0])
     return [
         ("bad: not an image", b"this is not a PNG" * 4, "image/png"),
         ("bad: truncated PNG", png[: len(png) // 2], "image/png"),

@@ -31,7 +31,7 @@ import psutil
 
 from deploy.config import read_properties
 from loadtests import LOCUST_CONF, LOCUSTFILE, SHAPES_FILE, charts, option
-from loadtests.pool import ImagePool, ensure_pool
+from loadtests.pool import MAX_BODY_BYTES, ImagePool, ensure_pool
 from project.paths import REPO_ROOT, RESULTS_DIR
 
 logger = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ def warm_up(url: str, pool: ImagePool, token: str | None, count: int = 200,
     with LenetClient(url, token=token, timeout=10) as client:
 
         def check(picks) -> None:
-            got = [getattr(a, "digit", None) for a in client.predict([pool.pngs[i] for i in picks])]
+            answers = client.predict([pool.images[i] for i in picks])
+            got = [getattr(a, "digit", None) for a in answers]
             if got != [pool.labels[i] for i in picks]:
                 raise RuntimeError(f"{url}: wrong digits {got} for pool images {list(picks)}")
 
@@ -142,7 +143,7 @@ def warm_up(url: str, pool: ImagePool, token: str | None, count: int = 200,
         first_ok = time.perf_counter() - since
         for i in range(count):
             check([i % len(pool)])
-        check(range(min(8, len(pool))))
+        check(pool.request(list(range(min(8, len(pool)))), MAX_BODY_BYTES))
     return first_ok
 
 

@@ -82,12 +82,13 @@ def worker_restarts(samples: list[tuple[float, tuple]]) -> int:
     return len(set().union(*seen) - seen[0]) if seen else 0
 
 
-def soak(out_dir: Path, options: SoakOptions, model: Path | None = None) -> dict:
+def soak(out_dir: Path, options: SoakOptions, model: Path | None = None,
+         source: str = "mix") -> dict:  # fmt: skip
     """Soak a private TorchServe; returns the report also written to `soak.json` (`passed`
-    decides). `model` checks the image pool (default: the served archive)."""
+    decides). `model` checks the image pool of `source` (default: the served archive)."""
     o = options
     seconds = parse_timespan(o.duration)  # a bad duration fails before anything starts
-    pool_path = ensure_pool(model)
+    pool_path = ensure_pool(model, source=source)
     with serving(None, out_dir / "server", pool_path) as server:
         frontend = listening_pid(server.config.inference_port)  # the JVM
         base = LoadSpec(user_classes=list(o.user_classes))

@@ -8,7 +8,9 @@ Never shipped in the .mar. Every sample carries its true label, so every answer 
   small low-resolution scan; MNIST digits as photos for the realistic tests);
 - `fonts`, `strokes`, `distort`: handwriting from writers other than MNIST's (shipped
   handwriting fonts, a stroke model of how people write each digit);
-- `realworld`: the seeded real-world set with a validation and a test half.
+- `realworld`: the seeded real-world set with a validation and a test half;
+- `mix`: the realistic traffic mix (MNIST PNGs, scans and drawings, 1-3 MP and 12 MP phone
+  photos), the one definition the load tests and benches send.
 
 Nothing runs at import time.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -18,11 +18,13 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 @dataclass
 class LabelledImages:
-    """Encoded images with their true labels and where each came from (MNIST test index)."""
+    """Encoded images with their true labels, where each came from (MNIST test index) and, for
+    `samples.mix` items, their kinds."""
 
     images: list[bytes]
     labels: list[int]
     indices: list[int]
+    kinds: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,17 +50,13 @@ def answered_correctly(predictor, samples: LabelledImages, *, limit: int | None 
 
     kept = LabelledImages([], [], [])
     for start in range(0, len(samples), chunk):
-        stop = start + chunk
-        answers = predictor.predict(samples.images[start:stop])
-        for image, label, index, answer in zip(samples.images[start:stop],
-                                               samples.labels[start:stop],
-                                               samples.indices[start:stop], answers,
-                                               strict=True):  # fmt: skip
-            if isinstance(answer, Prediction) and answer.digit == label:
-                kept.images.append(image)
-                kept.labels.append(label)
-                kept.indices.append(index)
+        answers = predictor.predict(samples.images[start : start + chunk])
+        for i, answer in enumerate(answers, start):
+            if isinstance(answer, Prediction) and answer.digit == samples.labels[i]:
+                kept.images.append(samples.images[i])
+                kept.labels.append(samples.labels[i])
+                kept.indices.append(samples.indices[i])
+                kept.kinds.extend(samples.kinds[i : i + 1])  # nothing when it has no kinds
                 if limit is not None and len(kept) == limit:
                     return kept
     return kept
-

@@ -48,7 +48,7 @@ def test_mixed_traffic_passes_the_slo_gate(torchserve, pool_path, tmp_path):
 
 def test_gate_fails_a_run_with_wrong_answers(torchserve, pool_path, tmp_path):
     good = ImagePool.load(pool_path)
-    wrong = ImagePool(good.pngs, [(d + 1) % 10 for d in good.labels], good.mnist_indices)
+    wrong = ImagePool(good.images, [(d + 1) % 10 for d in good.labels], good.mnist_indices)
     wrong_path = wrong.save(tmp_path / "wrong-labels.json")
     spec = LoadSpec(users=4, spawn_rate=4, run_time="6s", user_classes=["SingleImageUser"])
     result = run_locust(spec, tmp_path / "run", wrong_path, server=torchserve)

@@ -158,7 +158,7 @@ def test_pool_round_trips_through_its_json_file(tmp_path):
     path = pool.save(tmp_path / "pool.json")
     assert json.loads(path.read_text())["labels"] == pool.labels  # plain JSON, no pickle
     loaded = ImagePool.load(path)
-    assert loaded.pngs == pool.pngs and loaded.labels == pool.labels
+    assert loaded.images == pool.images and loaded.labels == pool.labels
     assert loaded.b64 == pool.b64
     picks = loaded.pick(random.Random(1), 8)
     assert len(set(picks)) == 8  # distinct images within one multi-image request
