@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 class FitConfig:
     """Optimisation settings (all recorded in the artifact's train_config)."""
 
-    epochs: int = 10
+    epochs: int = 6  # chosen on the validation data: 99.48 % MNIST, 97.83 % real-world
     batch_size: int = 256  # twice the images per step of 128 for about the same step time on CPU
     max_lr: float = 6e-3
     weight_decay: float = 1e-4
