@@ -124,7 +124,14 @@ def fingerprint() -> str:
     """A short hash of everything that decides the images: generator code, fonts, libraries."""
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("distort.py", "fonts.py", "realworld.py", "render.py", "strokes.py"):
+    for name in (
+        "digit_shapes.py",
+        "distort.py",
+        "fonts.py",
+        "realworld.py",
+        "render.py",
+        "strokes.py",
+    ):
         digest.update((here / name).read_bytes())
     for font in fonts.FONTS:
         digest.update(font.path.read_bytes())

@@ -26,159 +26,25 @@ import torch
 
 from handler import MODEL_NAME, normalization
 from handler.predictor import choose_device
-from project import paths
 from samples import realworld
 from train import calibrate, export, plots
 from train.augment import Handwriting
-from train.loop import AUGMENTATIONS, FitConfig, evaluate, fit, predict
-from train.mnist import (
-    DEFAULT_CACHE_DIR,
-    MIRRORS,
-    Mnist,
-    MnistError,
-    load_verified,
-    resolve_data_dir,
+from train.loop import FitConfig, evaluate, fit, predict
+from train.mnist import MIRRORS, Mnist, MnistError, load_verified, resolve_data_dir
+from train.model import LeNet5, count_parameters, summary
+from train.options import (
+    CALIBRATION_COUNT,
+    QUICK_CALIBRATION,
+    QUICK_EPOCHS,
+    QUICK_SYNTH,
+    QUICK_TRAIN_SIZE,
+    SYNTH_COUNT,
+    VALIDATION_SIZE,
+    build_parser,
 )
-from train.model import VARIANTS, LeNet5, count_parameters, summary
-from train.synth import stroke_digits
+from train.synth import cached_stroke_digits
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_OUT = paths.ARTIFACTS_DIR
-VALIDATION_SIZE = 5_000
-QUICK_TRAIN_SIZE = 8_000  # --quick: enough for > 90 % test accuracy in a few seconds
-QUICK_EPOCHS = 2
-SYNTH_COUNT = 10_000  # stroke-model digits added to the 55,000 MNIST training images
-QUICK_SYNTH = 300
-CALIBRATION_COUNT = 1_000  # real-world validation images the calibration is fitted on
-QUICK_CALIBRATION = 100
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except for flags and for options whose help already explains them."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or isinstance(action.default, bool):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line, grouped by concern, defaults shown in --help."""
-    parser = argparse.ArgumentParser(
-        prog="python -m train",
-        description=__doc__,
-        formatter_class=_HelpFormatter,
-    )
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder with the four MNIST IDX files (.gz or not); default $MNIST_DIR, "
-        "else download into --cache-dir",
-    )
-    data.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=DEFAULT_CACHE_DIR,
-        help="where downloaded MNIST files are kept",
-    )
-    data.add_argument(
-        "--mirror",
-        action="append",
-        dest="mirrors",
-        default=None,
-        help=f"download mirror base URL, repeatable (default: {', '.join(MIRRORS)})",
-    )
-
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--variant",
-        choices=VARIANTS,
-        default="modern",
-        help="modern = ReLU + max pooling; classic = scaled tanh + avg pooling",
-    )
-    model.add_argument("--summary", action="store_true", help="print the per-layer table and exit")
-
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help=f"epochs (default {FitConfig.epochs}; {QUICK_EPOCHS} with --quick)",
-    )
-    opt.add_argument("--batch-size", type=int, default=FitConfig.batch_size, help="images per step")
-    opt.add_argument("--lr", type=float, default=FitConfig.max_lr, help="OneCycle peak lr (AdamW)")
-    opt.add_argument(
-        "--weight-decay", type=float, default=FitConfig.weight_decay, help="AdamW weight decay"
-    )
-    opt.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=FitConfig.label_smoothing,
-        help="cross-entropy label smoothing (validation loss is always plain cross-entropy)",
-    )
-    opt.add_argument(
-        "--augment",
-        choices=AUGMENTATIONS,
-        default="handwriting",
-        help="handwriting = slant, elastic, width, resolution (train.augment); affine = rotate, "
-        "scale, shift only",
-    )
-    opt.add_argument(
-        "--no-augment", dest="augment", action="store_const", const="none", help="= --augment none"
-    )
-    opt.add_argument(
-        "--handwriting-share",
-        type=float,
-        default=Handwriting.share,
-        help="share of images given the handwriting augmentation; the rest get the affine one",
-    )
-    opt.add_argument(
-        "--synth",
-        type=int,
-        default=None,
-        help=f"stroke-model digits added to the training set (default {SYNTH_COUNT:,}; "
-        f"{QUICK_SYNTH} with --quick; 0 = MNIST only)",
-    )
-    opt.add_argument("--seed", type=int, default=0, help="seeds init, shuffling, augmentation")
-    opt.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"train on {QUICK_TRAIN_SIZE:,} images for a smoke test (seconds)",
-    )
-
-    cal = parser.add_argument_group("calibration")
-    cal.add_argument(
-        "--calibration-count",
-        type=int,
-        default=None,
-        help=f"real-world validation images to fit on (default {CALIBRATION_COUNT:,}; "
-        f"{QUICK_CALIBRATION} with --quick; 0 = MNIST validation only)",
-    )
-    cal.add_argument(
-        "--target-error",
-        type=float,
-        default=calibrate.TARGET_ERROR,
-        help="error rate allowed among answers not flagged uncertain (on validation data)",
-    )
-
-    run = parser.add_argument_group("run")
-    run.add_argument(
-        "--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N"
-    )
-    run.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="artifact folder")
-    run.add_argument(
-        "--model-version",
-        default="1.0",
-        help="version recorded in the metadata (the .mar version comes from it)",
-    )
-    run.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the tqdm progress bars"
-    )
-    return parser
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -213,11 +79,11 @@ def _pick(value: int | None, default: int, quick_default: int, quick: bool) -> i
     return value if value is not None else (quick_default if quick else default)
 
 
-def add_synthetic(train, count: int, seed: int):
-    """The training tensors with `count` stroke-model digits appended."""
+def add_synthetic(train, count: int, seed: int, cache_dir: Path | None = None):
+    """The training tensors with `count` stroke-model digits appended (cached in `cache_dir`)."""
     if count <= 0:
         return train
-    images, labels = stroke_digits(count, seed)
+    images, labels = cached_stroke_digits(count, seed, cache_dir)
     return (
         torch.cat([train[0], to_tensor(images)]),
         torch.cat([train[1], torch.from_numpy(labels)]),
@@ -261,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
     mnist = load_verified(data_dir)
     train, val, test = split(mnist, args.quick)
     synth_start = time.perf_counter()
-    train = add_synthetic(train, synth, args.seed)
+    train = add_synthetic(train, synth, args.seed, args.synth_cache)
     synth_seconds = time.perf_counter() - synth_start
     logger.info(
         "MNIST from %s + %d stroke-model digits (%.1f s): %d train, %d validation, "
@@ -385,7 +251,7 @@ def _cpu_seconds() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 for data problems, with one clear message)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(__doc__).parse_args(argv)
     # Our own progress at INFO; the ONNX exporter's libraries chat at INFO, so they stay at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("train").setLevel(logging.INFO)
@@ -402,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         f"test accuracy {100 * metrics['test_accuracy']:.2f} % "
         f"(val {100 * metrics['val_accuracy']:.2f} %, best epoch {metrics['best_epoch']}/"
         f"{metrics['epochs']}) | train {metrics['train_seconds']:.1f} s, "
-        f"wall {metrics['wall_seconds']:.1f} s, {metrics['images_per_second']:,.0f} img/s "
+        f"wall {metrics['wall_seconds']:.1f} s, CPU {metrics['cpu_seconds']:.1f} s, "
+        f"{metrics['images_per_second']:,.0f} img/s "
         f"| T {cal['temperature']:.3f}, uncertain below {cal['uncertain_below']:.3f} "
         f"| artifacts in {args.out}"
     )

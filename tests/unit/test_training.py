@@ -14,7 +14,7 @@ from train.augment import Handwriting, handwriting, random_affine
 from train.loop import FitConfig, fit
 from train.mnist import load_verified
 from train.model import LeNet5
-from train.synth import stroke_digits
+from train.synth import cached_stroke_digits, stroke_digits
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +188,14 @@ def test_synthetic_digits_are_deterministic_and_mnist_shaped():
         rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
         assert 19 <= max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21
     assert one.max() == pytest.approx(1.0)
+
+
+def test_cached_synthetic_digits_equal_fresh_ones_and_serve_smaller_counts(tmp_path):
+    fresh, labels = stroke_digits(30, seed=5, workers=1)
+    first, first_labels = cached_stroke_digits(30, seed=5, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first, fresh)
+    np.testing.assert_array_equal(first_labels, labels)
+    (cached,) = tmp_path.glob("seed5-30-*.npy")
+    again, _ = cached_stroke_digits(20, seed=5, cache_dir=tmp_path)  # a prefix, read back
+    np.testing.assert_array_equal(again, fresh[:20])
+    assert list(tmp_path.glob("*.npy")) == [cached]
