@@ -1,5 +1,6 @@
 # The benchmark's baseline: handler/preprocessing.py as of commit bf77909, verbatim below this
-# comment, so `python -m tools.preprocess_bench` can time it against today's module in one run.
+# comment except the EXIF step (`_upright`, unchanged since, imported from the handler), so
+# `python -m tools.preprocess_bench` can time it against today's module in one run.
 # Not shipped in the .mar and imported by nothing else.
 """Turn whatever image a person sends into an MNIST-like model input.
 
@@ -36,8 +37,9 @@ import logging
 import struct
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from handler.image_decoding import _upright  # unchanged since: only what changed is timed
 from handler.normalization import IMAGE_SIZE, normalize
 
 logger = logging.getLogger(__name__)
@@ -209,22 +211,6 @@ def _bomb_message(data: bytes, exc: Exception) -> str:
 def _short(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag, as the phone that took the photo intended."""
-    try:
-        orientation = image.getexif().get(0x0112, 1)
-    except Exception as exc:  # broken EXIF must not reject an otherwise good image
-        logger.debug("unreadable EXIF ignored: %r", exc)
-        return image
-    if orientation in (None, 1):
-        return image
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception as exc:
-        logger.debug("EXIF transpose failed, using stored orientation: %r", exc)
-        return image
 
 
 # --- grayscale conversion ---------------------------------------------------------------------
