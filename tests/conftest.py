@@ -45,11 +45,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from deploy.config import MAR_NAME
 from deploy.server import TorchServe
+from handler.preprocessing import to_mnist
 from project import paths
 from samples.digits import encode_png
+from tests.glyphs import ink_mask
 
 TESTS_DIR = Path(__file__).resolve().parent
 # Explanations unbudgeted (handler/limits.py `ExplanationBudget`): a test that counts statuses
@@ -97,6 +100,18 @@ def _mnist_folder() -> Path:
 def _skip_without_mnist(exc: Exception) -> None:
     first_line = str(exc).splitlines()[0]
     pytest.skip(f"MNIST not on disk (set MNIST_DIR; tests never download): {first_line}")
+
+
+@pytest.fixture(scope="session")
+def ink() -> np.ndarray:
+    """The test glyph's ink (tests.glyphs), 0..1, white on black."""
+    return ink_mask()
+
+
+@pytest.fixture(scope="session")
+def reference(ink) -> np.ndarray:
+    """What the glyph should become: white-on-black L input needs no inversion or cleaning."""
+    return to_mnist(Image.fromarray((ink * 255).astype(np.uint8), "L"))
 
 
 @pytest.fixture(scope="session")

@@ -29,18 +29,6 @@ from tests.glyphs import (
 )
 from tests.images import encode
 
-
-@pytest.fixture(scope="module")
-def ink() -> np.ndarray:
-    return ink_mask()
-
-
-@pytest.fixture(scope="module")
-def reference(ink) -> np.ndarray:
-    """What the glyph should become: white-on-black L input needs no inversion or cleaning."""
-    return to_mnist(Image.fromarray((ink * 255).astype(np.uint8), "L"))
-
-
 # --- formats ----------------------------------------------------------------------------------
 
 

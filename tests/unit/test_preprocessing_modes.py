@@ -8,20 +8,8 @@ import pytest
 from PIL import Image
 
 from handler.preprocessing import decode_image, to_mnist
-from tests.glyphs import CLOSE, CLOSE_LOSSY, dark_on_light, from_file, ink_mask, mean_abs_diff
+from tests.glyphs import CLOSE, CLOSE_LOSSY, dark_on_light, from_file, mean_abs_diff
 from tests.images import encode
-
-
-@pytest.fixture(scope="module")
-def ink() -> np.ndarray:
-    return ink_mask()
-
-
-@pytest.fixture(scope="module")
-def reference(ink) -> np.ndarray:
-    """What the glyph should become: white-on-black L input needs no inversion or cleaning."""
-    return to_mnist(Image.fromarray((ink * 255).astype(np.uint8), "L"))
-
 
 # --- modes ------------------------------------------------------------------------------------
 
