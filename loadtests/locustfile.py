@@ -101,7 +101,6 @@ def _load_pool(environment, **_kw) -> None:
 
 class _PredictionUser(FastHttpUser):
     """Pacing, auth header and random pool draws."""
-
     abstract = True
     pace_rps: float | None = None  # a class's own fixed rate; None: the run's --rps-per-user
 
@@ -115,9 +114,10 @@ class _PredictionUser(FastHttpUser):
         return self._pacer.wait() if self._pacer else 0.0
 
     def send(self, name: str, body: bytes, content_type: str, picks: list[int] | None = None,
-             status: int = 200, schema=MultiPrediction) -> None:  # fmt: skip
-        """Post; the request fails unless it answers `status` with a body valid under `schema`
-        whose digits are the labels of the pool images `picks`, in order."""
+             status: int = 200, schema=None) -> None:  # fmt: skip
+        """Post; fails unless answered `status` with a body valid under `schema` (default: one
+        image's `Prediction`, else `MultiPrediction`) whose digits are the labels of `picks`."""
+        schema = schema or (Prediction if picks and len(picks) == 1 else MultiPrediction)
         headers = {"Content-Type": content_type, **STATE["headers"]}
         with self.client.post(PATH, data=body, headers=headers, name=name,
                               catch_response=True) as resp:  # fmt: skip
@@ -147,7 +147,7 @@ class SingleImageUser(_PredictionUser):
         picks = self.pool.pick(self.rng, 1)
         data = self.pool.images[picks[0]]
         kind = "image/jpeg" if data[:2] == b"\xff\xd8" else "image/png"
-        self.send("single", data, kind, picks, schema=Prediction)
+        self.send("single", data, kind, picks)
 
 
 class JsonMultiImageUser(_PredictionUser):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ PHOTO_QUALITY = (82, 94)
 PHOTO_MAX_BYTES = 3_500_000
 _KIND_CODE = {kind: n for n, kind in enumerate(KINDS)}
 DEFAULT_SEED = 1313
+logger = logging.getLogger(__name__)
 CACHE_DIR = paths.ARTIFACTS_DIR / "mix-cache"
 
 
@@ -199,10 +201,13 @@ def _cached_photo12mp(digit: np.ndarray, rng: np.random.Generator, key: str) -> 
         return path.read_bytes()
     width, height = PHOTO12MP_SIZE if rng.random() < 0.7 else PHOTO12MP_SIZE[::-1]
     data = _photo(digit, rng, width, height)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{id(data)}.tmp")  # atomic: parallel runs share the cache
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:  # a read-only checkout (a container's mount) only loses the cache
+        logger.debug("12 MP photo not cached in %s: %s", path.parent, exc)
     return data
 
 

@@ -39,8 +39,12 @@ class ImagePool:
         return len(self.images)
 
     def pick(self, rng: random.Random, count: int = 1, max_bytes: int | None = None) -> list[int]:
-        """Up to `count` random pool positions, distinct within one call (see `request`)."""
-        return self.request(rng.sample(range(len(self)), k=min(count, len(self))), max_bytes)
+        """Up to `count` random pool positions, distinct within one call (see `request`); with
+        `max_bytes`, only images whose base64 text fits in it (a client sends a photo too large
+        for that raw, never base64)."""
+        fitting = range(len(self)) if max_bytes is None else [
+            i for i in range(len(self)) if len(self.b64[i]) <= max_bytes]  # fmt: skip
+        return self.request(rng.sample(fitting, k=min(count, len(fitting))), max_bytes)
 
     def request(self, picks: list[int], max_bytes: int | None = None) -> list[int]:
         """The first of `picks` that one request may carry (at least one): under the handler's

@@ -194,8 +194,8 @@ def _environment_with(response_times_ms: list[int], failures: int, *extra: str) 
 
 def test_gate_fails_a_slow_run_and_writes_its_verdict_file(tmp_path):
     verdict_file = tmp_path / "slo.json"
-    env = _environment_with([5] * 990 + [900] * 10, 0, "--slo-verdict-file", str(verdict_file))
-    verdict = slo.gate(env)  # p99 900 ms > 500 ms in locust.conf
+    env = _environment_with([5] * 990 + [3000] * 10, 0, "--slo-verdict-file", str(verdict_file))
+    verdict = slo.gate(env)  # p99 3,000 ms > 2,000 ms in locust.conf
     assert not verdict.passed and env.process_exit_code == slo.SLO_EXIT_CODE
     written = json.loads(verdict_file.read_text())
     assert written["passed"] is False and written["p99_ms"] == verdict.p99_ms
