@@ -49,7 +49,7 @@ status: | $(STAMP)
 # The main job: everything a new user needs to see a real answer.
 run: model_store/lenet.mar
 	$(PY) -m deploy serve
-	$(PY) -m handler.client demo
+	$(PY) -m client demo
 
 # The draw-a-digit page in the foreground: Ctrl-C stops the page. TorchServe is started when it
 # is not running and, as after `make run`, keeps running: `make stop` stops it.
@@ -110,7 +110,7 @@ compose-test: model_store/lenet.mar
 	bash deploy/compose-test.sh
 
 faults: model_store/lenet.mar
-	$(PY) -m pytest -m faults tests/test_faults.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
 soak: model_store/lenet.mar
 	$(PY) -m loadtests soak --duration $(DURATION)
