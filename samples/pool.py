@@ -34,6 +34,7 @@ class ImagePool:
         self.kinds = self.kinds or ["mnist"] * len(self.images)
         self.b64 = [base64.b64encode(data).decode("ascii") for data in self.images]
         self.costs = [limits.probe(data).cost for data in self.images]  # headers only: fast
+        self._fitting: dict[int, list[int]] = {}  # max_bytes -> positions whose base64 fits
 
     def __len__(self) -> int:
         return len(self.images)
@@ -42,8 +43,13 @@ class ImagePool:
         """Up to `count` random pool positions, distinct within one call (see `request`); with
         `max_bytes`, only images whose base64 text fits in it (a client sends a photo too large
         for that raw, never base64)."""
-        fitting = range(len(self)) if max_bytes is None else [
-            i for i in range(len(self)) if len(self.b64[i]) <= max_bytes]  # fmt: skip
+        if max_bytes is None:
+            fitting = range(len(self))
+        else:  # once per limit, not per request: a Locust user draws on every task
+            fitting = self._fitting.get(max_bytes)
+            if fitting is None:
+                fitting = [i for i in range(len(self)) if len(self.b64[i]) <= max_bytes]
+                self._fitting[max_bytes] = fitting
         return self.request(rng.sample(fitting, k=min(count, len(fitting))), max_bytes)
 
     def request(self, picks: list[int], max_bytes: int | None = None) -> list[int]:
