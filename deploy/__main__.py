@@ -134,28 +134,31 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _running_or_say(run_dir: Path) -> TorchServe | None:
-    """The background server of `run_dir`; None, and a line saying why, when none runs (a stale
-    pid file is removed, nothing signalled). Raises PidFileError for an unreadable pid file."""
+def _running_or_say(
+    run_dir: Path, command: str, when_none: int
+) -> tuple[TorchServe | None, int]:
+    """The background server of `run_dir` and 0; or None and the exit code `command` ends with,
+    after a line saying why: `when_none` when none runs (a stale pid file is removed, nothing
+    signalled), 1 for a pid file that cannot be trusted."""
     try:
         server = _load_running(run_dir)
     except StalePidFile as exc:
         print(f"no TorchServe running from {run_dir}: {exc}")
-        return None
+        return None, when_none
+    except PidFileError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None, 1
     if server is None:
         print(f"no TorchServe running from {run_dir}")
-    return server
+        return None, when_none
+    return server, 0
 
 
 def cmd_stop(args) -> int:
     run_dir = args.run_dir.resolve()
-    try:
-        server = _running_or_say(run_dir)
-    except PidFileError as exc:
-        print(f"stop: {exc}", file=sys.stderr)
-        return 1
+    server, code = _running_or_say(run_dir, "stop", when_none=0)
     if server is None:
-        return 0
+        return code
     pid = server.pid
     try:
         server.stop(timeout=args.timeout)
@@ -168,13 +171,9 @@ def cmd_stop(args) -> int:
 
 
 def cmd_status(args) -> int:
-    try:
-        server = _running_or_say(args.run_dir.resolve())
-    except PidFileError as exc:
-        print(f"status: {exc}", file=sys.stderr)
-        return 1
+    server, code = _running_or_say(args.run_dir.resolve(), "status", when_none=1)
     if server is None:
-        return 1
+        return code
     try:
         ping = requests.get(f"{server.inference_url}/ping", timeout=5,
                             headers=keys.auth_headers(server.inference_token))  # fmt: skip

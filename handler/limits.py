@@ -269,23 +269,21 @@ def check_request_cost(headers: list[ImageHeader]) -> int:
 
 def check_image_count(count: int) -> None:
     """Raise LimitExceeded when a request carries more than `MAX_IMAGES_PER_REQUEST` images."""
-    if count > MAX_IMAGES_PER_REQUEST:
-        raise LimitExceeded(
-            f"the request carries {count:,} images, over the limit of "
-            f"{MAX_IMAGES_PER_REQUEST} images per request; split it (python -m batch scores "
-            "folders of any size)"
-        )
+    _check_count(count, MAX_IMAGES_PER_REQUEST, "request", "split it (python -m batch scores "
+                 "folders of any size)")
 
 
 def check_explanation_count(count: int) -> None:
     """Raise LimitExceeded when an explanations request carries more than
     `MAX_IMAGES_PER_EXPLANATION` images."""
-    if count > MAX_IMAGES_PER_EXPLANATION:
-        raise LimitExceeded(
-            f"the explanations request carries {count:,} images, over the limit of "
-            f"{MAX_IMAGES_PER_EXPLANATION} images per explanations request (an explanation "
-            "costs about 50 predictions); split it, or ask /predictions for the digits only"
-        )
+    _check_count(count, MAX_IMAGES_PER_EXPLANATION, "explanations request", "split it, or ask "
+                 "/predictions for the digits only (an explanation costs about 50 predictions)")
+
+
+def _check_count(count: int, limit: int, request: str, advice: str) -> None:
+    if count > limit:
+        raise LimitExceeded(f"the {request} carries {count:,} images, over the limit of {limit} "
+                            f"images per {request}; {advice}")
 
 
 def check_json_size(body: bytes) -> None:

@@ -87,12 +87,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     opt.add_argument(
         "--weight-decay", type=float, default=FitConfig.weight_decay, help="AdamW weight decay"
     )
-    opt.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=FitConfig.label_smoothing,
-        help="cross-entropy label smoothing (validation loss is always plain cross-entropy)",
-    )
+    opt.add_argument("--label-smoothing", type=float, default=FitConfig.label_smoothing,
+                     help="cross-entropy label smoothing (validation loss is always plain "
+                     "cross-entropy)")  # fmt: skip
     opt.add_argument(
         "--augment",
         choices=AUGMENTATIONS,
@@ -103,12 +100,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     opt.add_argument(
         "--no-augment", dest="augment", action="store_const", const="none", help="= --augment none"
     )
-    opt.add_argument(
-        "--handwriting-share",
-        type=float,
-        default=Handwriting.share,
-        help="share of images given the handwriting augmentation; the rest get the affine one",
-    )
+    opt.add_argument("--handwriting-share", type=float, default=Handwriting.share,
+                     help="share of images given the handwriting augmentation (the rest: affine)")
     opt.add_argument(
         "--synth",
         type=int,
