@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from tools.limits_bench import (
-    RESPONSE_TIMEOUT_S,
-    candidates,
-    measure_attack,
-    measure_batch,
-    victim_png,
-)
+from tools.limits_attack import measure_attack, victim_png
+from tools.limits_batch import RESPONSE_TIMEOUT_S, measure_batch
+from tools.limits_candidates import candidates
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.integration]
 

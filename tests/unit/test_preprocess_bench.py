@@ -9,9 +9,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from project.paths import REPO_ROOT
+from tools import legacy_baseline, preprocess_bench
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:
@@ -24,6 +26,13 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+# The speed run times the baseline, which comes from git history (not in a shallow clone).
+needs_baseline = pytest.mark.skipif(
+    not legacy_baseline.available(), reason=legacy_baseline.unavailable_reason()
+)
+
+
+@needs_baseline
 def test_bench_prints_json_a_table_and_the_targets(tmp_path):
     # An empty MNIST folder: a synthetic digit stands in and the set kinds are left out.
     result = run_tool("--repeat", "3", "--repeat-large", "1", "--mnist-dir", str(tmp_path))
@@ -63,3 +72,13 @@ def test_preview_writes_what_the_model_sees(tmp_path):
     written = Image.open(tmp_path / "out" / "digit.mnist.png")
     assert written.size == (28, 28) and written.mode == "L"
     assert np.asarray(written)[0].max() == 0 and np.asarray(written).max() > 200
+
+
+def test_without_the_baseline_bench_names_the_commit_and_the_fix(tmp_path, monkeypatch, capsys):
+    # A commit no clone has stands in for a shallow clone's missing one.
+    monkeypatch.setattr(legacy_baseline, "COMMIT", "0" * 40)
+    monkeypatch.delitem(sys.modules, legacy_baseline.MODULE_NAME, raising=False)
+    assert not legacy_baseline.available()
+    assert preprocess_bench.main(["--repeat", "1", "--mnist-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert "0" * 40 + ":handler/preprocessing.py" in error and "git fetch --unshallow" in error
