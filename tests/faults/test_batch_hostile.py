@@ -24,7 +24,7 @@ import pytest
 from batch import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, EXIT_ROW_ERRORS
 from batch.csv_jsonl_output import encode_row
 from batch.decode import MAX_FILE_BYTES
-from batch.http_engine import BODY_LIMIT
+from batch.http_status import BODY_LIMIT
 from batch.open_output import read_rows
 from project.paths import REPO_ROOT
 
