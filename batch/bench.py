@@ -137,7 +137,7 @@ def bench_ceiling(folder: Path, model_path, batch_size: int) -> dict:
 
 def _run_engine(engine, folder: Path, out_file: Path) -> dict:
     from batch.discover import iter_files
-    from batch.output import open_output
+    from batch.open_output import open_output
 
     writer, _ = open_output(out_file, resume=False, overwrite=True)
     errors = n = 0

@@ -14,6 +14,7 @@ Failure policy, chosen so that a restart of the server never loses or doubles a 
   the key is re-read (deploy.keys, i.e. the key file TorchServe rewrites at every
   start); a changed key is retried, the same key refused again fails the whole job
   (`JobFailed`), as does a 404 (model not registered): every further request would fail too.
+The status sets, the refused-token test and a refused image's row error: `batch.http_status`.
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ import requests
 from pydantic import ValidationError
 
 from batch.decode import describe_error, read_input
+from batch.http_status import (
+    FATAL_STATUS,
+    PER_IMAGE_STATUS,
+    RETRY_STATUS,
+    error_text,
+    is_auth_failure,
+)
 from batch.output import Row
 from client import multipart_body
-from deploy.config import BASE_CONFIG, read_properties
-from deploy.keys import (
-    TOKEN_REFUSED_STATUS,
-    TOKEN_REFUSED_TYPE,
-    auth_headers,
-    inference_token,
-    management_token,
-)
+from deploy.keys import auth_headers, inference_token, management_token
 from handler import MODEL_NAME
 from handler.schemas import (
     MODEL_VERSION_HEADER,
@@ -55,11 +56,6 @@ from handler.schemas import (
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUS = {429, 500, 502, 503, 504, 507}
-# The committed body limit, quoted in the row error of TorchServe's bare 413 (no body).
-BODY_LIMIT = int(read_properties(BASE_CONFIG).get("max_request_size", 6_553_500))
-PER_IMAGE_STATUS = {400, 413, 415, 422}
-FATAL_STATUS = {404: "the model is not registered there"}
 _DONE = object()
 
 
@@ -165,7 +161,7 @@ class HttpEngine:
                                 headers={"Content-Type": content_type, **auth_headers(token)})
         except requests.RequestException as exc:
             raise _Retryable(f"{type(exc).__name__} from {url}") from exc
-        if _is_auth_failure(resp):
+        if is_auth_failure(resp):
             if self._refresh_token(token):
                 raise _Retryable(f"HTTP {resp.status_code} from {url}: key changed, retrying")
             raise JobFailed(f"POST {url} answered HTTP {resp.status_code}: the inference token "
@@ -222,7 +218,7 @@ class HttpEngine:
         if resp.status_code in PER_IMAGE_STATUS:
             if len(items) > 1:  # find out which image was bad: one request per image
                 return [row for item in items for row in self._post(session, [item])]
-            return [self._row(items[0][0], error=_error_text(resp, len(items[0][1])))]
+            return [self._row(items[0][0], error=error_text(resp, len(items[0][1])))]
         if resp.status_code != 200:
             msg = f"HTTP {resp.status_code}: {resp.text[:200].strip()}"
             return [self._row(rel, error=msg) for rel, _ in items]
@@ -329,28 +325,3 @@ class HttpEngine:
                 t.join()
         if failure:
             raise failure[0]
-
-
-def _is_auth_failure(resp: requests.Response) -> bool:
-    """A refused token: 401/403 (any server), or TorchServe 0.12.0's 400 InvalidKeyException."""
-    if resp.status_code in (401, 403):
-        return True
-    return (
-        resp.status_code == TOKEN_REFUSED_STATUS
-        and TOKEN_REFUSED_TYPE.encode() in resp.content[:500]
-    )
-
-
-def _error_text(resp: requests.Response, size: int) -> str:
-    """The row error for a refused image: the handler's own message (it names the limit), or,
-    for the frontend's bare 413, the body limit the request ran into."""
-    try:
-        body = ErrorResponse.model_validate_json(resp.content)
-        return f"{body.type}: {body.message}"
-    except ValidationError:
-        pass
-    if resp.status_code == 413:
-        return (f"HTTP 413: the request is over the server's body limit (TorchServe's "
-                f"max_request_size, {BODY_LIMIT:,} bytes in deploy/config.properties); the file "
-                f"is {size:,} bytes")  # fmt: skip
-    return f"HTTP {resp.status_code}: {resp.text[:200].strip()}"

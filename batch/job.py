@@ -14,7 +14,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from batch.discover import iter_files
-from batch.output import Existing, OutputError, OutputLock, check_output, open_output
+from batch.open_output import check_output, open_output
+from batch.output import Existing, OutputError
+from batch.output_lock import OutputLock
 from batch.summary import Summary
 
 logger = logging.getLogger(__name__)

@@ -28,15 +28,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.output import (
-    Existing,
-    OutputError,
-    Row,
-    RowWriter,
-    is_retryable,
-    read_rows,
-    repair_torn_tail,
-)
+from batch.csv_jsonl_output import read_text_rows, repair_torn_tail
+from batch.output import ClosedOnExit, Existing, OutputError, Row, is_retryable
+from batch.row_writer import RowWriter
 from handler.schemas import NUM_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -116,7 +110,7 @@ def finalize(path: Path, keep: Callable[[Row], bool] = lambda row: True) -> int:
     with pq.ParquetWriter(tmp, SCHEMA) as writer:
         sources = [read_parquet(path)] if path.exists() else []
         if journal.exists():
-            sources.append(read_rows(journal, "jsonl"))
+            sources.append(read_text_rows(journal, "jsonl"))
         for source in sources:
             for table in _batches(row for row in source if keep(row)):
                 writer.write_table(table, row_group_size=ROW_GROUP)
@@ -129,7 +123,7 @@ def finalize(path: Path, keep: Callable[[Row], bool] = lambda row: True) -> int:
     return rows
 
 
-class ParquetRowWriter:
+class ParquetRowWriter(ClosedOnExit):
     """Appends rows to the journal; `close` writes the Parquet file (see the module doc)."""
 
     fmt = "parquet"
@@ -153,12 +147,6 @@ class ParquetRowWriter:
             self._journal = None
             finalize(self.path)
 
-    def __enter__(self) -> ParquetRowWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def check_journal(path: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a journal left by an interrupted run unless told what to do with it."""
@@ -172,7 +160,7 @@ def check_journal(path: Path, *, resume: bool, overwrite: bool) -> None:
 def open_parquet(path: Path, *, resume: bool, overwrite: bool,
                  on_existing_row: Callable[[Row], None] | None = None,
                  ) -> tuple[ParquetRowWriter, Existing]:  # fmt: skip
-    """`batch.output.open_output` for a `.parquet` path: `(writer, existing)`."""
+    """`batch.open_output.open_output` for a `.parquet` path: `(writer, existing)`."""
     journal = journal_path(path)
     existing = Existing()
     if overwrite and not resume:
@@ -185,7 +173,7 @@ def open_parquet(path: Path, *, resume: bool, overwrite: bool,
             logger.warning("%s: dropped a torn last line (%d bytes) left by a crash",
                            journal, dropped)  # fmt: skip
         done = {row.path for row in read_parquet(path)} if path.exists() else set()
-        if done and all(row.path in done for row in read_rows(journal, "jsonl")):
+        if done and all(row.path in done for row in read_text_rows(journal, "jsonl")):
             logger.warning("%s: left over from a crash after the Parquet file was written; "
                            "dropped", journal)  # fmt: skip
             journal.unlink()

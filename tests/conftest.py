@@ -300,7 +300,8 @@ class BatchCli:
     @staticmethod
     def rows(output: Path) -> list:
         """Every row of a predictions file (CSV or JSONL), read by the job's own reader."""
-        from batch.output import format_for, read_rows
+        from batch.open_output import read_rows
+        from batch.output import format_for
 
         return list(read_rows(output, format_for(output)))
 

@@ -22,9 +22,10 @@ import psutil
 import pytest
 
 from batch import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, EXIT_ROW_ERRORS
+from batch.csv_jsonl_output import encode_row
 from batch.decode import MAX_FILE_BYTES
-from batch.http_engine import BODY_LIMIT
-from batch.output import encode_row, read_rows
+from batch.http_status import BODY_LIMIT
+from batch.open_output import read_rows
 from project.paths import REPO_ROOT
 
 pytestmark = pytest.mark.faults

@@ -16,7 +16,7 @@ import numpy as np
 from batch import EXIT_JOB_FAILED, EXIT_OK, EXIT_ROW_ERRORS
 from batch.discover import iter_files
 from batch.http_engine import HttpEngine, RetryPolicy
-from batch.output import open_output
+from batch.open_output import open_output
 from project.ports import free_port
 from tests.images import FORMATS, write_image
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from batch import EXIT_JOB_FAILED, EXIT_OK
-from batch.output import CSV_HEADER, Row, encode_row, repair_torn_tail
+from batch.csv_jsonl_output import CSV_HEADER, encode_row, repair_torn_tail
+from batch.output import Row
 from handler import MODEL_NAME
 
 
