@@ -59,7 +59,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 # Helper modules whose asserts check a test's result on its behalf: registered here, before any
 # test imports them, so that their failures show the values compared, as a test's own do.
 pytest.register_assert_rewrite(
-    "tests.handler_context", "tests.explanation_checks", "tests.fault_harness"
+    "tests.handler_context", "tests.explanation_checks", "tests.fault_harness", "tests.ray_cluster"
 )
 
 # Explanations unbudgeted (handler/limits.py `ExplanationBudget`): a test that counts statuses
