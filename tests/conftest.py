@@ -55,6 +55,13 @@ from samples.digits import encode_png
 from tests.glyphs import ink_mask
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+# Helper modules whose asserts check a test's result on its behalf: registered here, before any
+# test imports them, so that their failures show the values compared, as a test's own do.
+pytest.register_assert_rewrite(
+    "tests.handler_context", "tests.explanation_checks", "tests.fault_harness", "tests.ray_cluster"
+)
+
 # Explanations unbudgeted (handler/limits.py `ExplanationBudget`): a test that counts statuses
 # then gets the same ones however fast the host is; the budget has its own test on a private server.
 SESSION_MODEL_CONFIG = {"batchSize": 16, "maxBatchDelay": 20, "explain_share": 1}

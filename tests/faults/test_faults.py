@@ -1,12 +1,13 @@
-"""Fault injection against real processes (`make faults` = `pytest tests/faults`).
+"""The server under faults (`make faults` = `pytest tests/faults`):
 
 - a backend worker SIGKILLed under Locust load: TorchServe restarts it, the failed requests are
   counted, and an http batch job running through the same fault loses and duplicates nothing;
-- the whole server stopped and started (same ports) during a batch run: nothing lost or doubled;
-- the batch job SIGKILLed at 5 random points and resumed each time: every file exactly once,
-  rows written before a kill kept byte for byte, and the last resume scores exactly what is left;
 - 50 slow clients (headers sent, body stalled) plus abandoned half-sent bodies, interleaved with
   normal requests in short rounds: every normal request is answered right and no worker restarts.
+
+The batch job across a whole-server restart and its own SIGKILLs is test_batch_exactly_once.py;
+the image pool and the private server are tests/faults/conftest.py's, the helpers
+tests/fault_harness.py's.
 
 Every figure is counted or timed by the run, printed, and written to
 `loadtests/results/faults/<test>.json` (the reliability page quotes them). Timings are recorded,
@@ -17,144 +18,32 @@ and is bounded in count and duration.
 from __future__ import annotations
 
 import csv
-import json
 import os
-import random
 import signal
 import socket
 import statistics
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
-import pytest
 import requests
 
 from deploy.keys import auth_headers
-from handler.predictor import Predictor
 from handler.schemas import Prediction
-from project.paths import RESULTS_DIR
-from samples.digits import LabelledImages, answered_correctly, encode_png
+from tests.fault_harness import (
+    assert_exactly_once,
+    data_rows,
+    http_job,
+    predict_ok,
+    record,
+    tally,
+    wait_rows,
+    write_images,
+)
 from tests.server_access import ready_worker_pids
 
-RESULTS = RESULTS_DIR / "faults"
 # A killed worker is replaced in seconds; this only catches one that never comes back.
 RECOVERY_TIMEOUT_S = 60.0
-POOL_SIZE = 512
-
-
-# --- helpers ---------------------------------------------------------------------------------
-def record(name: str, data: dict) -> dict:
-    """Print a test's figures and keep them as JSON for docs/reliability.md."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    data = {"test": name, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), **data}
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    print(json.dumps(data, indent=2))
-    return data
-
-
-@pytest.fixture(scope="module")
-def pool(mnist_test, mar_path, tmp_path_factory) -> tuple[Path, LabelledImages]:
-    """MNIST test digits the served model gets right offline, as PNGs, and the load tests'
-    pool file of them: under a fault, any wrong answer is then a serving defect."""
-    from loadtests.pool import ImagePool
-
-    images, labels = mnist_test
-    candidates = LabelledImages([encode_png(images[i]) for i in range(2 * POOL_SIZE)],
-                                [int(v) for v in labels[: 2 * POOL_SIZE]],
-                                list(range(2 * POOL_SIZE)))  # fmt: skip
-    good = answered_correctly(Predictor.load(mar_path, device="cpu"), candidates, limit=POOL_SIZE)
-    path = tmp_path_factory.mktemp("pool") / "pool.npz"
-    ImagePool(good.images, good.labels, good.indices).save(path)
-    return path, good
-
-
-@pytest.fixture
-def fault_server(torchserve_factory):
-    """A private TorchServe per test: its workers get killed, it gets restarted."""
-    return torchserve_factory()
-
-
-def write_images(pool, directory: Path, count: int) -> dict[str, int]:
-    """`count` PNG files (pool digits, repeated under distinct names); {relative path: label}."""
-    _, digits = pool
-    labels = {}
-    for n in range(count):
-        i = n % len(digits)
-        sub = directory / f"part{n // 1000:02d}"
-        sub.mkdir(parents=True, exist_ok=True)
-        path = sub / f"img{n:05d}.png"
-        path.write_bytes(digits.images[i])
-        labels[str(path.relative_to(directory))] = digits.labels[i]
-    return labels
-
-
-def http_job(images: Path, output: Path, server, summary: Path | None = None) -> list[str]:
-    """Arguments of `python -m batch score` with the http engine against `server`, resumable."""
-    args = ["score", str(images), "--output", str(output), "--engine", "http",
-            "--url", server.inference_url, "--resume", "--no-progress", "--concurrency", "4"]
-    return args + (["--summary", str(summary)] if summary else [])  # fmt: skip
-
-
-def data_rows(output: Path) -> int:
-    """Complete data rows in a CSV written so far (header excluded, torn tail ignored)."""
-    if not output.is_file():
-        return 0
-    data = output.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    return max(0, complete.count(b"\n") - 1)
-
-
-def wait_rows(proc, output: Path, rows: int, timeout: float = 300) -> int:
-    """Wait until the output holds `rows` rows; fails if the job ends or hangs first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = data_rows(output)
-        if seen >= rows:
-            return seen
-        if proc.poll() is not None:
-            raise AssertionError(f"batch job exited ({proc.returncode}) at {seen} < {rows} rows")
-        time.sleep(0.005)
-    raise AssertionError(f"batch job reached {data_rows(output)} < {rows} rows in {timeout} s")
-
-
-def tally(output: Path, labels: dict[str, int]) -> dict:
-    """What the output holds against what was asked: counted, for the results and the asserts."""
-    with open(output, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    counts = Counter(row["path"] for row in rows)
-    errors = [row for row in rows if row["error"]]
-    wrong = [row["path"] for row in rows
-             if not row["error"] and int(row["digit"]) != labels.get(row["path"], -1)]  # fmt: skip
-    return {
-        "images": len(labels),
-        "rows": len(rows),
-        "lost": len(set(labels) - set(counts)),
-        "duplicated": sum(n - 1 for n in counts.values() if n > 1),
-        "unknown": len(set(counts) - set(labels)),
-        "error_rows": len(errors),
-        "wrong_digits": len(wrong),
-        "examples": {"errors": [f"{r['path']}: {r['error']}" for r in errors[:3]],
-                     "wrong": wrong[:3]},  # fmt: skip
-    }
-
-
-def assert_exactly_once(counted: dict) -> None:
-    """Every file has exactly one row, no row is an error, and every digit is its label."""
-    bad = {k: counted[k] for k in ("lost", "duplicated", "unknown", "error_rows", "wrong_digits")
-           if counted[k]}  # fmt: skip
-    assert not bad, f"{bad}, e.g. {counted['examples']}"
-
-
-def predict_ok(server, pool) -> None:
-    """One normal request gets the right digit."""
-    _, digits = pool
-    resp = requests.post(server.predict_url, data=digits.images[0], timeout=30,
-                         headers={"Content-Type": "image/png",
-                                  **auth_headers(server.inference_token)})  # fmt: skip
-    assert resp.status_code == 200, resp.text[:300]
-    assert Prediction.model_validate_json(resp.content).digit == digits.labels[0]
 
 
 def wait_locust_traffic(out_dir: Path, timeout: float) -> None:
@@ -265,110 +154,6 @@ def test_worker_sigkill_under_load(fault_server, pool, tmp_path, batch_cli):
     assert result.requests > 0
     assert not wrong, f"wrong answers during the fault: {wrong[:3]}"
     assert_exactly_once(counted)
-
-
-# --- whole server restarted ------------------------------------------------------------------
-def test_server_restart_during_batch(fault_server, pool, tmp_path, batch_cli):
-    """Stop and start TorchServe (same ports) while a batch job runs: nothing lost or doubled.
-
-    What the restart does to the server itself (fresh workers, new keys, same ports) is
-    tests/integration/test_server.py; this is what it does to a client in the middle of a job.
-    """
-    labels = write_images(pool, tmp_path / "images", 4000)
-    output = tmp_path / "scores.csv"
-    summary = tmp_path / "summary.json"
-    log = tmp_path / "batch.log"
-    batch = batch_cli.start(*http_job(tmp_path / "images", output, fault_server, summary),
-                            log=log, server=fault_server)  # fmt: skip
-    url_before = fault_server.inference_url
-    key_before = fault_server.inference_token
-    try:
-        rows_at_stop = wait_rows(batch, output, 800)
-        started = time.monotonic()
-        fault_server.restart()
-        restart_s = time.monotonic() - started
-        # Otherwise the job finished against the old server and bridged nothing.
-        job_alive_after_restart = batch.poll() is None
-        rows_after_restart = data_rows(output)
-        exit_code = batch.wait(timeout=600)
-    finally:
-        batch_cli.kill(batch)
-    assert exit_code == 0, log.read_text()[-2000:]
-    counted = tally(output, labels)
-    report = json.loads(summary.read_text())
-    predict_ok(fault_server, pool)
-    record(
-        "server_restart_during_batch",
-        {
-            "rows_when_stopped": rows_at_stop,
-            "rows_when_back": rows_after_restart,
-            "restart_s": round(restart_s, 2),
-            # TorchServe issues new keys at every start: the job must notice the refusal of its
-            # old key, re-read the key file and carry on, all inside the same run.
-            "keys_rotated_by_restart": fault_server.inference_token != key_before,
-            "job_alive_after_restart": job_alive_after_restart,
-            "exit_code": exit_code,
-            "batch_summary": {
-                k: report.get(k) for k in ("rows_total", "rows_error", "scored_this_run")
-            },
-            **counted,
-        },
-    )
-    assert fault_server.inference_url == url_before, "restart moved the port"
-    assert job_alive_after_restart and rows_after_restart < len(labels), (
-        "the job was not running across the restart: nothing was bridged")
-    assert_exactly_once(counted)
-    assert report["scored_this_run"] == len(labels) and report["rows_error"] == 0
-
-
-# --- batch job killed repeatedly -------------------------------------------------------------
-def test_batch_sigkill_five_times_then_resume(torchserve, pool, tmp_path, batch_cli):
-    """SIGKILL the batch job at 5 random points; each resume keeps what was written."""
-    total = 3000
-    labels = write_images(pool, tmp_path / "images", total)
-    output = tmp_path / "scores.csv"
-    log = tmp_path / "batch.log"
-    seed = int(time.time())
-    rng = random.Random(seed)
-    points = sorted(rng.sample(range(100, total - 300), 5))
-    kept = b""
-    kills = []
-    for point in points:
-        proc = batch_cli.start(*http_job(tmp_path / "images", output, torchserve), log=log,
-                               server=torchserve)  # fmt: skip
-        try:
-            wait_rows(proc, output, point)
-        finally:
-            batch_cli.kill(proc)
-        data = output.read_bytes()
-        kills.append({"at_row": point, "rows_kept": data_rows(output),
-                      "earlier_rows_intact": data.startswith(kept)})  # fmt: skip
-        assert data.startswith(kept), "a resume rewrote rows written before an earlier kill"
-        kept = data[: data.rfind(b"\n") + 1]  # a torn last row may be redone
-    done_before_last = data_rows(output)
-    summary = tmp_path / "summary.json"
-    proc = batch_cli.start(*http_job(tmp_path / "images", output, torchserve, summary), log=log,
-                           server=torchserve)  # fmt: skip
-    exit_code = proc.wait(timeout=600)
-    assert exit_code == 0, log.read_text()[-2000:]
-    counted = tally(output, labels)
-    report = json.loads(summary.read_text())
-    record(
-        "batch_sigkill_five_times",
-        {
-            "seed": seed,
-            "kills": kills,
-            "rows_before_final_resume": done_before_last,
-            "final_resume_scored": report["scored_this_run"],
-            "final_resume_skipped": report["resumed_rows"],
-            "rows_before_kills_intact_at_end": output.read_bytes().startswith(kept),
-            **counted,
-        },
-    )
-    assert output.read_bytes().startswith(kept)
-    assert_exactly_once(counted)
-    assert report["resumed_rows"] == done_before_last
-    assert report["scored_this_run"] == total - done_before_last
 
 
 # --- slow and abandoned clients --------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The batch job's http engine against a real TorchServe: parity with the local engine, bad
 images, retries and failover, a refused token. (A server restart in the middle of a job is
-tests/faults/test_faults.py::test_server_restart_during_batch.)
+tests/faults/test_batch_exactly_once.py::test_server_restart_during_batch.)
 
 Servers are tests/conftest.py's `torchserve` (session) and `torchserve_factory` (private, for the
 one-slot queue): real TorchServe process groups serving `model_store/lenet.mar`.

@@ -1,6 +1,6 @@
 """Hostile and unusual input against the real session TorchServe.
 
-Every case of `tests/hostile_corpus.py` (empty and random bodies, truncated and corrupt images,
+Every case of `tests/hostile_corpus/` (empty and random bodies, truncated and corrupt images,
 text/HTML/SVG/PDF, broken JSON, a PNG claiming 30000x30000 pixels, a decompression bomb, an
 over-size body, 1x1/blank images, 16-bit/palette/1-bit/RGBA/CMYK images, an animated GIF, a
 4000x3000 photo) gets either a 4xx with the JSON error body or the right answer. While the whole

@@ -80,7 +80,7 @@ def test_worker_imports_the_handler_from_the_archive(torchserve_factory, mnist_p
 
 def test_restart_gives_fresh_workers_and_keys_on_the_same_ports(torchserve_factory, mnist_png):
     """What a restart does to the server; what it does to a client mid-run is
-    tests/faults/test_faults.py::test_server_restart_during_batch."""
+    tests/faults/test_batch_exactly_once.py::test_server_restart_during_batch."""
     server = torchserve_factory()
     before_workers, before_key = set(server.worker_pids().values()), server.inference_token
     ports = list(server.ports)

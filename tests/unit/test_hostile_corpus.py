@@ -1,4 +1,4 @@
-"""The hostile-input corpus itself (`tests/hostile_corpus.py`): the breadth the reliability page
+"""The hostile-input corpus itself (`tests/hostile_corpus/`): the breadth the reliability page
 promises, and legitimate cases that really are the digits they claim to be."""
 
 from __future__ import annotations

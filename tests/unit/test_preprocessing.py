@@ -10,16 +10,7 @@ from PIL import Image, ImageDraw
 
 from handler.normalization import MNIST_MEAN, MNIST_STD, normalize
 from handler.preprocessing import decode_image, preprocess, to_mnist
-from tests.glyphs import (
-    CLOSE,
-    CLOSE_LOSSY,
-    centre_of_mass,
-    dark_on_light,
-    from_file,
-    ink_extent,
-    ink_mask,
-    mean_abs_diff,
-)
+from tests import glyphs
 from tests.images import encode
 
 # --- output contract --------------------------------------------------------------------------
@@ -34,7 +25,7 @@ def test_to_mnist_contract(reference):
 
 
 def test_preprocess_is_normalised_to_mnist(ink, reference):
-    data = encode(dark_on_light(ink), "PNG")
+    data = encode(glyphs.dark_on_light(ink), "PNG")
     out = preprocess(data)
     assert out.shape == (1, 28, 28) and out.dtype == np.float32
     np.testing.assert_allclose(out, normalize(to_mnist(decode_image(data)))[np.newaxis])
@@ -48,33 +39,37 @@ def test_preprocess_is_normalised_to_mnist(ink, reference):
 @pytest.mark.parametrize("offset", [(0, 0), (-25, -10), (30, 15), (-30, 20)])
 @pytest.mark.parametrize("size", [(120, 90), (400, 300), (64, 64)])
 def test_centre_of_mass_lands_at_14_14_and_longer_side_is_20(size, offset):
-    out = to_mnist(dark_on_light(ink_mask(size, (offset[0] * size[0] // 120, offset[1]))))
-    cy, cx = centre_of_mass(out)
+    out = to_mnist(
+        glyphs.dark_on_light(glyphs.ink_mask(size, (offset[0] * size[0] // 120, offset[1])))
+    )
+    cy, cx = glyphs.centre_of_mass(out)
     assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5, (cy, cx)
-    assert max(ink_extent(out, level=0.0)) == 20
+    assert max(glyphs.ink_extent(out, level=0.0)) == 20
 
 
 def test_aspect_ratio_is_kept_for_a_wide_stroke():
     canvas = Image.new("L", (300, 200), 255)
     ImageDraw.Draw(canvas).rectangle([40, 90, 240, 119], fill=0)  # 201 x 30 bar, ratio ~6.7
     out = to_mnist(canvas)
-    height, width = ink_extent(out, level=0.0)
+    height, width = glyphs.ink_extent(out, level=0.0)
     assert width == 20
     assert 2 <= height <= 4  # 20 / 6.7 = 3 px, not stretched to a square
 
 
 def test_scale_invariance(ink, reference):
     big = Image.fromarray((ink * 255).astype(np.uint8)).resize((480, 360), Image.Resampling.BICUBIC)
-    assert mean_abs_diff(from_file(big), reference) < CLOSE_LOSSY
+    assert glyphs.mean_abs_diff(glyphs.from_file(big), reference) < glyphs.CLOSE_LOSSY
 
 
 # --- inversion, background, contrast ----------------------------------------------------------
 
 
 def test_dark_on_light_equals_light_on_dark(ink, reference):
-    light_on_dark = from_file(Image.fromarray((ink * 255).astype(np.uint8), "L"))
-    assert mean_abs_diff(light_on_dark, reference) < CLOSE
-    assert mean_abs_diff(from_file(dark_on_light(ink)), reference) < CLOSE
+    light_on_dark = glyphs.from_file(Image.fromarray((ink * 255).astype(np.uint8), "L"))
+    assert glyphs.mean_abs_diff(light_on_dark, reference) < glyphs.CLOSE
+    assert (
+        glyphs.mean_abs_diff(glyphs.from_file(glyphs.dark_on_light(ink)), reference) < glyphs.CLOSE
+    )
 
 
 @pytest.mark.parametrize("chalk", [True, False], ids=["chalk-on-blackboard", "pen-on-paper"])
@@ -84,14 +79,14 @@ def test_small_digit_on_a_large_noisy_photo_either_polarity(ink, reference, chal
     canvas[300:390, 400:520] = ink  # the digit covers ~1 % of the photo
     paper, pen = (40.0, 210.0) if chalk else (215.0, 45.0)
     photo = np.clip(paper + rng.normal(0, 6, canvas.shape) + (pen - paper) * canvas, 0, 255)
-    out = from_file(Image.fromarray(photo.astype(np.uint8), "L"), "JPEG", quality=90)
-    assert mean_abs_diff(out, reference) < CLOSE_LOSSY
+    out = glyphs.from_file(Image.fromarray(photo.astype(np.uint8), "L"), "JPEG", quality=90)
+    assert glyphs.mean_abs_diff(out, reference) < glyphs.CLOSE_LOSSY
 
 
 def test_low_contrast_pencil_on_grey_paper_is_stretched(ink, reference):
-    out = from_file(dark_on_light(ink, paper=170, pen=120))
+    out = glyphs.from_file(glyphs.dark_on_light(ink, paper=170, pen=120))
     assert out.max() == pytest.approx(1.0)
-    assert mean_abs_diff(out, reference) < CLOSE
+    assert glyphs.mean_abs_diff(out, reference) < glyphs.CLOSE
 
 
 def test_uneven_lighting_and_grain_are_removed(ink, reference):
@@ -102,7 +97,7 @@ def test_uneven_lighting_and_grain_are_removed(ink, reference):
     photo = np.clip(paper * (1 - ink) + 40 * ink, 0, 255).astype(np.uint8)
     data = encode(Image.fromarray(photo, "L").convert("RGB"), "JPEG", quality=75)
     out = to_mnist(decode_image(data))
-    assert mean_abs_diff(out, reference) < 0.05
+    assert glyphs.mean_abs_diff(out, reference) < 0.05
     # No paper grain survives far from the glyph: the margin of the 28x28 field stays black.
     assert out[:3].max() == 0 and out[-3:].max() == 0
 
@@ -118,7 +113,7 @@ def test_uneven_lighting_and_grain_are_removed(ink, reference):
     ids=["white", "black", "cream-rgb", "fully-transparent"],
 )
 def test_blank_image_gives_zeros(image):
-    out = from_file(image)
+    out = glyphs.from_file(image)
     assert out.shape == (28, 28) and not out.any()
 
 
@@ -134,7 +129,7 @@ def test_tightly_cropped_bold_digit(margin):
     # A user crops right to a marker-written digit: ink covers ~40 % of the picture and touches
     # the border. Background and noise estimates must not mistake the ink for paper, or the
     # strokes lose their cores.
-    glyph = ink_mask((120, 90), weight=1 / 5)
+    glyph = glyphs.ink_mask((120, 90), weight=1 / 5)
     rows, cols = np.flatnonzero(glyph.any(1)), np.flatnonzero(glyph.any(0))
     crop = glyph[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     bold = Image.fromarray((crop * 255).astype(np.uint8)).resize(
@@ -143,17 +138,17 @@ def test_tightly_cropped_bold_digit(margin):
     framed = np.pad(np.asarray(bold, dtype=np.float32) / 255.0, margin * 4)
     assert framed.mean() > 0.35  # genuinely ink-heavy
     # The same glyph on a roomy sheet, where paper is plentiful everywhere, is the yardstick.
-    expected = from_file(dark_on_light(np.pad(framed, 150)))
-    out = from_file(dark_on_light(framed))
-    assert mean_abs_diff(out, expected) < CLOSE
+    expected = glyphs.from_file(glyphs.dark_on_light(np.pad(framed, 150)))
+    out = glyphs.from_file(glyphs.dark_on_light(framed))
+    assert glyphs.mean_abs_diff(out, expected) < glyphs.CLOSE
     assert out.max() == pytest.approx(1.0)
 
 
 def test_hairline_pen_on_a_large_photo_is_thickened_to_mnist_width(reference):
     # A fine ballpoint line photographed at high resolution: 1/40 of the glyph's size, which
     # would be half a pixel in the 20 px box. It must come out about as bold as MNIST strokes.
-    hairline = ink_mask((1200, 900), weight=1 / 40)
-    out = from_file(dark_on_light(hairline).convert("RGB"), "JPEG", quality=90)
+    hairline = glyphs.ink_mask((1200, 900), weight=1 / 40)
+    out = glyphs.from_file(glyphs.dark_on_light(hairline).convert("RGB"), "JPEG", quality=90)
     assert out.max() == pytest.approx(1.0)
     # Stroke width in the field: inked area over centre-line length (transitions / 2.55).
     mask = (out > 0.5).astype(np.int8)
@@ -163,11 +158,13 @@ def test_hairline_pen_on_a_large_photo_is_thickened_to_mnist_width(reference):
     assert (out > 0.5).sum() >= 0.6 * (reference > 0.5).sum()
 
 
-@pytest.mark.parametrize(("fmt", "tolerance"), [("PNG", CLOSE), ("JPEG", CLOSE_LOSSY)])
+@pytest.mark.parametrize(
+    ("fmt", "tolerance"), [("PNG", glyphs.CLOSE), ("JPEG", glyphs.CLOSE_LOSSY)]
+)
 def test_speck_of_dust_does_not_stretch_the_box(ink, reference, fmt, tolerance):
-    image = dark_on_light(ink)
+    image = glyphs.dark_on_light(ink)
     ImageDraw.Draw(image).rectangle([2, 2, 3, 3], fill=30)  # a 2x2 dot in the corner
-    assert mean_abs_diff(from_file(image, fmt), reference) < tolerance
+    assert glyphs.mean_abs_diff(glyphs.from_file(image, fmt), reference) < tolerance
 
 
 def test_specks_and_a_pen_tick_on_a_scan_do_not_stretch_the_box(ink, reference):
@@ -176,7 +173,7 @@ def test_specks_and_a_pen_tick_on_a_scan_do_not_stretch_the_box(ink, reference):
     for y, x in rng.integers(5, 40, size=(4, 2)):  # dust in the top-left margin
         sheet[y : y + 2, x : x + 2] = 1.0
     sheet[-20:-18, 190:198] = 1.0  # a pen tick near the bottom-right corner
-    scan = np.clip(dark_on_light(sheet) + rng.normal(0, 3, sheet.shape), 0, 255)
-    out = from_file(Image.fromarray(scan.astype(np.uint8), "L"), "JPEG", quality=85)
-    assert mean_abs_diff(out, reference) < CLOSE_LOSSY
+    scan = np.clip(glyphs.dark_on_light(sheet) + rng.normal(0, 3, sheet.shape), 0, 255)
+    out = glyphs.from_file(Image.fromarray(scan.astype(np.uint8), "L"), "JPEG", quality=85)
+    assert glyphs.mean_abs_diff(out, reference) < glyphs.CLOSE_LOSSY
 
