@@ -8,13 +8,13 @@ from __future__ import annotations
 import requests
 from pydantic import ValidationError
 
-from deploy.config import BASE_CONFIG, read_properties
+from deploy.config import max_request_size
 from deploy.keys import TOKEN_REFUSED_STATUS, TOKEN_REFUSED_TYPE
 from handler.schemas import ErrorResponse
 
 RETRY_STATUS = {429, 500, 502, 503, 504, 507}
 # The committed body limit, quoted in the row error of TorchServe's bare 413 (no body).
-BODY_LIMIT = int(read_properties(BASE_CONFIG).get("max_request_size", 6_553_500))
+BODY_LIMIT = max_request_size()
 PER_IMAGE_STATUS = {400, 413, 415, 422}
 FATAL_STATUS = {404: "the model is not registered there"}
 

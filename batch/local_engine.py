@@ -30,6 +30,7 @@ from batch.output import Row
 from handler.inputs import Prepared
 from handler.predictor import Predictor
 from project import paths
+from project.memory import peak_rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +47,6 @@ class LocalOptions:
     batch_size: int = 256
     chunk_size: int = 64
     torch_threads: int = 1
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """A live process's peak resident memory (Linux `VmHWM`), MiB; None where unknown."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def answer_rows(rels: Iterable[str], answers: Iterable,

@@ -52,6 +52,17 @@ def read_properties(path: str | Path) -> dict[str, str]:
     return props
 
 
+def max_request_size() -> int:
+    """The committed body limit in bytes (config.properties `max_request_size`): what clients
+    size their requests by and quote when the frontend answers a bare 413."""
+    return int(read_properties(BASE_CONFIG)["max_request_size"])
+
+
+def committed_model_config() -> dict:
+    """deploy/model-config.yaml as committed: the per-model settings `make archive` ships."""
+    return yaml.safe_load(MODEL_CONFIG.read_text())
+
+
 @dataclass
 class ServerConfig:
     """One TorchServe's settings. `stock=True` keeps TorchServe's own defaults (one worker per

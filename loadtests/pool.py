@@ -11,7 +11,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from deploy.config import BASE_CONFIG, MAR_NAME, read_properties
+from deploy.config import MAR_NAME, max_request_size
 from project import paths
 from samples.pool import ImagePool
 
@@ -21,7 +21,7 @@ DEFAULT_POOL_SIZE = 512
 DEFAULT_SEED = 20240601
 SOURCES = ("mix", "mnist")
 # A request's images, base64 in JSON, must fit TorchServe's body limit; 64 KiB for the rest.
-MAX_BODY_BYTES = int(read_properties(BASE_CONFIG)["max_request_size"]) - 65_536
+MAX_BODY_BYTES = max_request_size() - 65_536
 
 
 def default_model() -> Path:

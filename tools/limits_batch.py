@@ -8,12 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from deploy.config import committed_model_config
 from deploy.server import TorchServe
 from tools.limits_candidates import Candidate
 from tools.limits_server import frontend_rss_mb, post, worker_memory
 
-BATCH_SIZE = 32  # the committed model-config.yaml's batchSize
-RESPONSE_TIMEOUT_S = 30  # ... and its responseTimeout
+# The server runs the committed model-config.yaml (but for its workers): its batches and timeout.
+BATCH_SIZE = committed_model_config()["batchSize"]
+RESPONSE_TIMEOUT_S = committed_model_config()["responseTimeout"]
 
 
 def measure_batch(server: TorchServe, cand: Candidate, rounds: int = 3) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from client import multipart_body
-from deploy.config import BASE_CONFIG, read_properties
+from deploy.config import max_request_size
 from handler import limits
 
 
@@ -103,14 +103,9 @@ def _progressive_size() -> tuple[int, int]:
     raise ValueError("no progressive JPEG fits")
 
 
-def max_body() -> int:
-    """The committed body limit (deploy/config.properties `max_request_size`)."""
-    return int(read_properties(BASE_CONFIG)["max_request_size"])
-
-
 def candidates(body_limit: int | None = None) -> list[Candidate]:
     """The worst admitted requests, one per cost they stress (all within the limits)."""
-    body_limit = body_limit or max_body()
+    body_limit = body_limit or max_request_size()
     budget = limits.MAX_REQUEST_PIXELS
     per_small = budget // limits.MAX_IMAGES_PER_REQUEST
     small = _largest_within(lambda n: encode(_specks(n, n)), per_small, 400)

@@ -9,15 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import requests
 
+from deploy.config import max_request_size
 from deploy.server import TorchServe
-from tools.limits_candidates import max_body
 from tools.limits_server import frontend_rss_mb, post
 
 
 def measure_flood(server: TorchServe, count: int) -> dict:
-    """`count` bodies of `max_body()` bytes of junk sent at once: cheap for the handler (refused
-    from the header), so what is measured is the frontend holding and forwarding the bytes."""
-    body = np.random.default_rng(2).bytes(max_body() - 1024)
+    """`count` bodies of junk just under the committed size limit, sent at once: cheap for the
+    handler (refused from the header), so what is measured is the frontend holding the bytes."""
+    body = np.random.default_rng(2).bytes(max_request_size() - 1024)
     url, token = server.predict_url, server.inference_token
     pids_before = server.worker_pids()
     start = time.perf_counter()

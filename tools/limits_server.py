@@ -9,6 +9,7 @@ import requests
 
 from deploy.keys import auth_headers
 from deploy.server import TorchServe
+from project.memory import peak_rss_mb, rss_mb
 
 
 def start_server(run_dir: Path, workers: int = 1) -> TorchServe:
@@ -17,24 +18,16 @@ def start_server(run_dir: Path, workers: int = 1) -> TorchServe:
 
 
 def worker_memory(server: TorchServe) -> dict[int, dict]:
-    """{pid: {"rss_mb", "peak_rss_mb"}} of each worker (peak: Linux VmHWM, since its start)."""
-    out = {}
-    for pid in server.worker_pids().values():
-        fields = {}
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    fields[key] = round(int(value.split()[0]) / 1024, 1)
-        out[pid] = {"rss_mb": fields["VmRSS"], "peak_rss_mb": fields["VmHWM"]}
-    return out
+    """{pid: {"rss_mb", "peak_rss_mb"}} of each worker (peak: since the worker started)."""
+    return {pid: {"rss_mb": rss_mb(pid), "peak_rss_mb": peak_rss_mb(pid)}
+            for pid in server.worker_pids().values()}  # fmt: skip
 
 
 def frontend_rss_mb(server: TorchServe) -> float | None:
     """Resident memory of the server's JVM (the frontend), MiB."""
     for proc in server.group_processes():
         if proc.name() == "java":
-            return round(proc.memory_info().rss / 2**20, 1)
+            return rss_mb(proc.pid)
     return None
 
 

@@ -35,12 +35,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deploy.config import BASE_CONFIG, read_properties
+from deploy.config import max_request_size
 from web.upstream import READY, Upstream
 
 STATIC_DIR = Path(__file__).with_name("static")
 # The page accepts what TorchServe accepts: its max_request_size (deploy/config.properties).
-DEFAULT_MAX_UPLOAD_BYTES = int(read_properties(BASE_CONFIG)["max_request_size"])
+DEFAULT_MAX_UPLOAD_BYTES = max_request_size()
 # The page loads only its own files; images it shows are data: URLs built from JSON answers.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
