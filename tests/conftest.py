@@ -53,6 +53,7 @@ from handler.preprocessing import to_mnist
 from project import paths
 from samples.digits import encode_png
 from tests.glyphs import ink_mask
+from tests.images import write_labelled_pngs
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -161,13 +162,8 @@ def digit_files(mnist_test) -> Callable[..., dict[str, int]]:
     images, labels = mnist_test
 
     def write(folder: Path, count: int, per_folder: int = 500) -> dict[str, int]:
-        written = {}
-        for i in range(count):
-            rel = f"part{i // per_folder:03d}/{i:05d}.png"
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            (folder / rel).write_bytes(encode_png(images[i]))
-            written[rel] = int(labels[i])
-        return written
+        pngs = [encode_png(image) for image in images[:count]]
+        return write_labelled_pngs(folder, pngs, labels[:count], count, per_folder)
 
     return write
 

@@ -17,6 +17,7 @@ import requests
 from deploy.keys import auth_headers
 from handler.schemas import Prediction
 from project.paths import RESULTS_DIR
+from tests.images import write_labelled_pngs
 
 RESULTS = RESULTS_DIR / "faults"
 
@@ -33,15 +34,7 @@ def record(name: str, data: dict) -> dict:
 def write_images(pool, directory: Path, count: int) -> dict[str, int]:
     """`count` PNG files (pool digits, repeated under distinct names); {relative path: label}."""
     _, digits = pool
-    labels = {}
-    for n in range(count):
-        i = n % len(digits)
-        sub = directory / f"part{n // 1000:02d}"
-        sub.mkdir(parents=True, exist_ok=True)
-        path = sub / f"img{n:05d}.png"
-        path.write_bytes(digits.images[i])
-        labels[str(path.relative_to(directory))] = digits.labels[i]
-    return labels
+    return write_labelled_pngs(directory, digits.images, digits.labels, count, per_folder=1000)
 
 
 def http_job(images: Path, output: Path, server, summary: Path | None = None) -> list[str]:

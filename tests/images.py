@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,16 @@ def png_claiming_size(width: int, height: int, data_bytes: int | None = None) ->
         + png_chunk(b"IDAT", idat)
         + png_chunk(b"IEND", b"")
     )
+
+
+def write_labelled_pngs(folder: Path, pngs: Sequence[bytes], labels: Sequence[int], count: int,
+                        per_folder: int = 500) -> dict[str, int]:  # fmt: skip
+    """`count` PNG files in sub-folders of `folder` (`per_folder` in each), cycling through
+    `pngs` under distinct names when `count` is larger; returns {relative path: label}."""
+    written = {}
+    for i in range(count):
+        rel = f"part{i // per_folder:03d}/{i:05d}.png"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(pngs[i % len(pngs)])
+        written[rel] = int(labels[i % len(pngs)])
+    return written
