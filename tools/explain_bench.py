@@ -4,8 +4,8 @@
     python -m tools.explain_bench --explain-rate 20 --explain-images 0 --rounds 5
 
 One private TorchServe with the committed configuration (deploy/config.properties,
-model-config.yaml: one worker, batchSize 32, maxBatchDelay 1 ms), so explanations and
-predictions share the worker and its batches, as in production. Predictions come from
+model-config.yaml), so explanations and predictions share the workers and their batches, as in
+production. Predictions come from
 `--clients` connections in a closed loop (each sends its next request when its answer is in),
 spread over `--processes` processes: the most the server answers; every answer's digit is
 checked against the label of an MNIST test digit that the served model gets right offline.

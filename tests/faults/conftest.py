@@ -2,8 +2,7 @@
 TorchServe per test for the tests that kill its workers or restart it.
 
 `pool` is session-scoped: tests/faults/test_faults.py and test_batch_exactly_once.py both use
-it, and building it runs the served model over up to 1,024 MNIST digits; it was module-scoped
-while those tests shared one file, so it is still built once per run.
+it, and building it runs the served model over up to 1,024 MNIST digits, so it is built once.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Fixtures that several unit test files share: the model's folder and the MNIST inputs the
-handler and explanation tests send. Each stays module-scoped, as it was in its file: all are
-cheap, built from conftest's session-wide `model_path` and `mnist_test`.
+handler and explanation tests send. All are cheap, built from the root conftest's session-wide
+`model_path` and `mnist_test`, so module scope is enough.
 """
 
 from __future__ import annotations
